@@ -29,19 +29,27 @@ def plot_simulation(result, path: str | Path) -> Path:
     ns = sorted({n for n, _ in result.runs})
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(ns)))
     steps = np.arange(result.steps + 1)
+    window = max(1, result.steps // 50)  # the batch terms are noisy step to step: show a rolling mean
     for ax, (key, title, scale) in zip(axes, panels, strict=False):
+        plotted = []
         for n, color in zip(ns, colors, strict=True):
             rows = [r for r, (nn, _) in enumerate(result.runs) if nn == n]
             first = 1 if key == "unsampled_term" else 0  # batch metrics start at step 1
             vals = result.metrics[key][rows, first:] * (100 if key == "improved_frac" else 1)
             x = steps[first:]
+            if scale == "symlog" and window > 1 and vals.shape[1] >= window:
+                kernel = np.ones(window) / window
+                vals = np.stack([np.convolve(v, kernel, mode="valid") for v in vals])
+                x = x[window - 1 :]
+            plotted.append(vals)
             ax.plot(x, vals.mean(axis=0), color=color, lw=1.2, label=f"N={n:,}")
             if len(rows) > 1:
                 ax.fill_between(x, vals.min(axis=0), vals.max(axis=0), color=color, alpha=0.2)
         if scale == "symlog":
-            finite = np.abs(result.metrics[key][np.isfinite(result.metrics[key])])
-            nonzero = finite[finite > 0]
-            ax.set_yscale("symlog", linthresh=float(np.percentile(nonzero, 5)) if nonzero.size else 1e-12)
+            mags = np.abs(np.concatenate([v.mean(axis=0) for v in plotted]))
+            mags = mags[mags > 0]
+            ax.set_yscale("symlog", linthresh=float(mags.min()) if mags.size else 1e-12)
+            title += f" ({window}-step mean)" if window > 1 else ""
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
