@@ -20,6 +20,11 @@ from brorl.config import ConfigError
 # command name -> module implementing it (dispatch with a plain dict, STYLE.md habit 7)
 COMMANDS: dict[str, str] = {
     "simulate": "brorl.commands.simulate",
+    "train": "brorl.commands.train",
+    "sft": "brorl.commands.sft",
+    "eval": "brorl.commands.eval",
+    "compare": "brorl.commands.compare",
+    "report": "brorl.commands.report",
 }
 
 

@@ -1,0 +1,168 @@
+"""Log-probabilities of a group's responses with the prompt computed once (BRORL.md §7, point 2).
+
+A group is one prompt and R of its responses. ``group_logprobs`` forwards the prompt once with ``use_cache=True``;
+its keys/values and last-position logits then serve every micro-batch of responses, which attend to them through
+the model's own cache (``DynamicCache``). With a gradient, the prompt's cache tensors are detached into leaves;
+each micro-batch's backward accumulates into their ``.grad``, and one final backward carries the sum through the
+prompt's forward. So the prompt costs one forward and one backward per group, not one per response, and peak
+memory is bounded by the micro-batch, not by N.
+
+``plain_logprobs`` is the reference: prompt and response concatenated and forwarded per row (what frameworks that
+duplicate the prompt N times do). Tests check the two agree.
+
+Shapes: P = prompt tokens, R = responses in the group, T = response tokens, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["LossFn", "group_logprobs", "plain_logprobs", "token_logprobs"]
+
+# loss_fn(rows, logp (r, T) with grad, entropy (r, T) or None) -> scalar loss of those rows
+LossFn = Callable[[slice, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / temperature)[tokens]. logits (..., V), tokens (...) → (...) float32."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = logits.float() / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def _cache_kwarg(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed the argument
+
+
+def _prompt_pass(model, prompt: torch.Tensor):
+    """Forward the prompt once. Returns ([(k, v)] per layer, last-position logits (1, V))."""
+    out = model(input_ids=prompt[None], use_cache=True)
+    cache = out.past_key_values
+    kv = [(layer.keys, layer.values) for layer in cache.layers] if hasattr(cache, "layers") else list(cache)
+    return kv, out.logits[:, -1]
+
+
+def _response_pass(model, kv, last_logits, prompt_len, ids, mask, temperature, want_entropy):
+    """Logits of r responses given the prompt cache: returns logp (r, T) and entropy (r, T) or None."""
+    from transformers import DynamicCache
+
+    r, t = ids.shape
+    cache = DynamicCache(ddp_cache_data=[(k.expand(r, -1, -1, -1), v.expand(r, -1, -1, -1)) for k, v in kv])
+    attn = torch.cat([mask.new_ones((r, prompt_len)), mask], dim=1).long()
+    pos = torch.arange(prompt_len, prompt_len + t, device=ids.device)[None].expand(r, t)
+    out = model(
+        input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **{_cache_kwarg(model): cache}
+    )
+    # logits predicting response token j come from position j-1; token 0 is predicted by the prompt's last position
+    logits = torch.cat([last_logits.expand(r, 1, -1), out.logits[:, :-1]], dim=1)  # (r, T, V)
+    logp = token_logprobs(logits, ids, temperature)
+    ent = _entropy(logits, temperature) if want_entropy else None
+    return logp, ent
+
+
+def group_logprobs(
+    model,
+    prompt: torch.Tensor,
+    responses: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    rows_per_micro: int = 64,
+    want_entropy: bool = False,
+    loss_fn: LossFn | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs of R responses to one prompt, the prompt forwarded once.
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt: (P,) prompt token ids.
+        responses: (R, T) response ids, right-padded.
+        mask: (R, T) bool, valid response tokens.
+        temperature: logits are divided by it (the sampling temperature, so log-probs match the engine's).
+        rows_per_micro: responses per forward (the memory bound).
+        want_entropy: also return per-token entropies.
+        loss_fn: with a gradient: called per micro-batch as ``loss_fn(rows, logp, entropy)``; its scalar is
+            back-propagated (into the model's ``.grad``), then the prompt's share once at the end. Without it the
+            pass runs under ``torch.no_grad``.
+
+    Returns:
+        logp (R, T) float32 detached (0 on padding), entropy (R, T) or None.
+    """
+    if responses.ndim != 2 or responses.shape != mask.shape:
+        raise ValueError(
+            f"responses and mask must both be (R, T), got {tuple(responses.shape)}, {tuple(mask.shape)}"
+        )
+    if rows_per_micro < 1:
+        raise ValueError(f"rows_per_micro must be >= 1, got {rows_per_micro}")
+    device = next(model.parameters()).device
+    prompt, responses, mask = prompt.to(device), responses.to(device), mask.to(device)
+    r_all = responses.shape[0]
+    out_lp = torch.zeros(responses.shape, dtype=torch.float32, device=device)
+    out_ent = torch.zeros(responses.shape, dtype=torch.float32, device=device) if want_entropy else None
+    if loss_fn is None:
+        with torch.no_grad():
+            kv, last = _prompt_pass(model, prompt)
+            for start in range(0, r_all, rows_per_micro):
+                rows = slice(start, min(start + rows_per_micro, r_all))
+                lp, ent = _response_pass(
+                    model, kv, last, len(prompt), responses[rows], mask[rows], temperature, want_entropy
+                )
+                out_lp[rows] = lp.masked_fill(~mask[rows], 0.0)
+                if out_ent is not None:
+                    out_ent[rows] = ent.masked_fill(~mask[rows], 0.0)
+        return out_lp, out_ent
+    kv, last = _prompt_pass(model, prompt)
+    roots = [t for pair in kv for t in pair] + [last]
+    leaves = [t.detach().requires_grad_(True) for t in roots]
+    kv_leaves = [(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(kv))]
+    for start in range(0, r_all, rows_per_micro):
+        rows = slice(start, min(start + rows_per_micro, r_all))
+        lp, ent = _response_pass(
+            model, kv_leaves, leaves[-1], len(prompt), responses[rows], mask[rows], temperature, want_entropy
+        )
+        loss_fn(rows, lp, ent).backward()
+        out_lp[rows] = lp.detach().masked_fill(~mask[rows], 0.0)
+        if out_ent is not None:
+            out_ent[rows] = ent.detach().masked_fill(~mask[rows], 0.0)
+    grads = [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves]
+    torch.autograd.backward(roots, grads)  # the prompt's forward, once, with the summed gradient
+    return out_lp, out_ent
+
+
+def plain_logprobs(
+    model,
+    prompt: torch.Tensor,
+    responses: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    rows_per_micro: int = 64,
+    loss_fn: LossFn | None = None,
+) -> torch.Tensor:
+    """Reference: each row forwards prompt + response in full. Same contract as :func:`group_logprobs`."""
+    device = next(model.parameters()).device
+    prompt, responses, mask = prompt.to(device), responses.to(device), mask.to(device)
+    p = len(prompt)
+    out = torch.zeros(responses.shape, dtype=torch.float32, device=device)
+    for start in range(0, responses.shape[0], rows_per_micro):
+        rows = slice(start, min(start + rows_per_micro, responses.shape[0]))
+        ids = torch.cat([prompt[None].expand(responses[rows].shape[0], -1), responses[rows]], dim=1)
+        attn = torch.cat([mask[rows].new_ones((ids.shape[0], p)), mask[rows]], dim=1).long()
+        with torch.set_grad_enabled(loss_fn is not None):
+            logits = model(input_ids=ids, attention_mask=attn).logits[:, p - 1 : -1]
+            lp = token_logprobs(logits, responses[rows], temperature)
+            if loss_fn is not None:
+                loss_fn(rows, lp, None).backward()
+        out[rows] = lp.detach().masked_fill(~mask[rows], 0.0)
+    return out

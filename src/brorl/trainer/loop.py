@@ -1,0 +1,541 @@
+"""The BroRL training loop: ProRLv2 at large N, one step as named stages (BRORL.md §4, §7).
+
+    collect (B prompts × N rollouts, refilled by dynamic sampling) → score → filter → advantage → update
+    → evaluate (periodically) → checkpoint
+
+Each stage returns its metrics; ``Trainer.train_step`` reads like that list. The maths lives in ``brorl.algo``,
+generation in ``brorl.rollout``, scoring in ``brorl.rewards``; this module wires them, owns the optimizer, the
+reference policy, the surplus groups, and the run directory.
+
+    brorl train                                    # BroRL (N = 512) on the tiny default policy, CPU
+    brorl train --preset prorl-cpu --out runs/prorl
+    brorl train --resume runs/train                # continue a stopped or killed run exactly
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brorl.algo import aggregate, compute_advantages, informative_groups, kl_penalty, policy_loss
+from brorl.algo.losses import truncated_is_weights
+from brorl.algo.schedule import warmup_factor
+from brorl.trainer.config import TrainConfig
+from brorl.trainer.logprobs import group_logprobs
+from brorl.trainer.stream import Group, ProblemStream
+
+__all__ = ["Trainer", "good_turing_unseen"]
+
+
+def good_turing_unseen(answers: list[Any]) -> float:
+    """Good–Turing estimate of the answer mass a group never sampled: the share of its answers seen exactly once."""
+    if not answers:
+        return 0.0
+    counts = Counter(answers)
+    return sum(1 for a in answers if counts[a] == 1) / len(answers)
+
+
+@dataclass
+class _MicroCtx:
+    """What a micro-batch loss needs of its group (avoids closures over loop variables)."""
+
+    group: Group
+    adv: torch.Tensor  # (N,)
+    old_lp: torch.Tensor  # (N, T_g)
+    is_w: torch.Tensor | None  # (N, T_g)
+    ref_lp: torch.Tensor | None  # (N, T_g)
+    device: torch.device
+    denominators: dict[str, float]
+
+
+@dataclass
+class CollectStats:
+    """Counters of one step's collect stage (all rounds)."""
+
+    rounds: int = 0
+    groups_generated: int = 0
+    groups_informative: int = 0
+    from_surplus: int = 0
+    dropped_stale: int = 0
+    samples: int = 0
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.metrics.setdefault(k, []).append(float(v))
+
+
+class Trainer:
+    """Owns the policy, the optimizer, the reference policy and the run state; ``run()`` trains."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: Path | None = None, console: Any = None) -> None:
+        from brorl.trainer.setup import build_components
+
+        self.cfg = cfg
+        self.console = console
+        self.c = build_components(cfg)  # model, tokenizer, engine, pool, data
+        self.model, self.tokenizer = self.c.model, self.c.tokenizer
+        self.stream = ProblemStream(self.c.train_problems, cfg.seed)
+        self.ref_model = self._make_reference() if cfg.kl_coef > 0 else None
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=cfg.effective_lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            weight_decay=cfg.weight_decay,
+        )
+        self.step, self.samples, self.wall, self.opt_steps = 0, 0, 0.0, 0
+        self.surplus: list[Group] = []
+        self.pass_rate_ema = 0.5
+        self.short_batches = 0
+        if resume is not None:
+            self._restore(resume)
+        from brorl.tracking import Tracker
+
+        self.tracker = Tracker(
+            cfg.out,
+            tensorboard=cfg.tensorboard,
+            wandb=cfg.wandb,
+            config=self._config_dict(),
+            resume_step=self.step if resume else None,
+        )
+
+    # ----------------------------------------------------------------- the step
+    def train_step(self) -> dict[str, float]:
+        """One RL step: collect → score → filter → advantage → update. Returns its metrics."""
+        t0 = time.perf_counter()
+        groups, metrics = self.collect()  # includes scoring and filtering, round by round
+        if groups:
+            adv, adv_metrics = self.advantage(groups)
+            metrics |= adv_metrics
+            metrics |= self.update(groups, adv)
+        else:
+            metrics["loss/skipped_empty_batch"] = 1.0
+        self.step += 1
+        if (
+            self.ref_model is not None
+            and self.cfg.ref_reset_every
+            and self.step % self.cfg.ref_reset_every == 0
+        ):
+            self.ref_model.load_state_dict(self.model.state_dict())
+            metrics["policy/ref_reset"] = 1.0
+        metrics["perf/step_seconds"] = time.perf_counter() - t0
+        metrics["perf/samples_per_second"] = (
+            metrics.get("rollout/num_samples", 0.0) / metrics["perf/step_seconds"]
+        )
+        return metrics
+
+    # ----------------------------------------------------------------- collect, score, filter
+    def collect(self) -> tuple[list[Group], dict[str, float]]:
+        """Fill a batch of B informative groups: kept surplus first, then generation rounds (dynamic sampling)."""
+        cfg, need = self.cfg, self.cfg.prompts_per_step
+        st = CollectStats()
+        fresh = [g for g in self.surplus if self.step - g.step <= cfg.max_surplus_age]
+        st.dropped_stale, st.from_surplus = len(self.surplus) - len(fresh), len(fresh)
+        kept, self.surplus = fresh, []
+        while len(kept) < need and st.rounds <= cfg.max_refill_rounds:
+            missing = need - len(kept)
+            # refills ask for enough prompts to fill the gap at the recent pass rate (at most 4× the gap)
+            k = (
+                missing
+                if st.rounds == 0
+                else min(4 * missing, math.ceil(missing / max(self.pass_rate_ema, 0.25)))
+            )
+            groups = self.score(self.stream.take(k), st)
+            useful = self.filter(groups)
+            st.groups_generated += len(groups)
+            st.groups_informative += len(useful)
+            kept += useful
+            st.rounds += 1
+        if len(kept) > need:
+            self.surplus = kept[need:] if cfg.keep_surplus else []
+            kept = kept[:need]
+        return kept, self._collect_metrics(st, kept)
+
+    def score(self, items: list[tuple[int, Any]], st: CollectStats) -> list[Group]:
+        """Generate N rollouts for each (key, problem) and score them; returns one Group per prompt."""
+        from brorl.data import format_prompt
+        from brorl.rollout import SamplingParams
+
+        cfg = self.cfg
+        prompts = [
+            format_prompt(p, self.tokenizer, template=cfg.template, answer_format=cfg.answer_format)
+            for _, p in items
+        ]
+        params = SamplingParams(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            seed=cfg.seed,
+        )
+        self.model.eval()
+        batch = self.c.engine.generate(prompts, cfg.rollouts, params, prompt_keys=[k for k, _ in items])
+        problems = [p for _, p in items]
+        result = self.c.pool.score(problems, batch.response_text, cfg.rollouts, batch.finish_reason)
+        st.samples += len(batch.response_text)
+        st.add(batch.stats.metrics() | result.metrics)
+        n = cfg.rollouts
+        rewards = torch.as_tensor(result.rewards, dtype=torch.float32).view(-1, n)
+        correct = torch.as_tensor(result.correct, dtype=torch.bool).view(-1, n)
+        lengths = batch.response_lengths.view(-1, n)
+        groups = []
+        for b, (key, problem) in enumerate(items):
+            rows = slice(b * n, (b + 1) * n)
+            t = max(int(lengths[b].max()), 1)
+            groups.append(
+                Group(
+                    key=key,
+                    problem=problem,
+                    prompt_ids=batch.prompt_ids[b].cpu(),
+                    response_ids=batch.response_ids[rows, :t].cpu(),
+                    mask=batch.response_mask[rows, :t].cpu(),
+                    rollout_logp=batch.logprobs[rows, :t].cpu(),
+                    rewards=rewards[b],
+                    correct=correct[b],
+                    step=self.step,
+                )
+            )
+        answers = result.answers
+        st.add(
+            {
+                "rollout/unseen_mass": sum(
+                    good_turing_unseen(answers[b * n : (b + 1) * n]) for b in range(len(items))
+                )
+                / max(len(items), 1),
+            }
+        )
+        return groups
+
+    def filter(self, groups: list[Group]) -> list[Group]:
+        """Dynamic sampling: keep groups whose rewards differ (0 < correct < N for binary rewards)."""
+        if not groups or not self.cfg.dynamic_sampling:
+            return groups
+        keep = informative_groups(torch.stack([g.rewards for g in groups]))
+        rate = float(keep.float().mean())
+        self.pass_rate_ema = 0.8 * self.pass_rate_ema + 0.2 * rate
+        return [g for g, k in zip(groups, keep.tolist(), strict=True) if k]
+
+    def _collect_metrics(self, st: CollectStats, kept: list[Group]) -> dict[str, float]:
+        need = self.cfg.prompts_per_step
+        if len(kept) < need:
+            self.short_batches += 1
+            self._say(
+                f"step {self.step}: only {len(kept)} of {need} prompts had mixed rewards after "
+                f"{st.rounds} rounds; training on those (raise --max-refill-rounds to try harder)"
+            )
+        self.samples += st.samples
+        out = {k: sum(v) / len(v) for k, v in st.metrics.items()}
+        for k in (
+            "rollout/num_samples",
+            "rollout/tokens_generated",
+            "perf/rollout_seconds",
+            "perf/scoring_seconds",
+        ):
+            if k in st.metrics:
+                out[k] = sum(st.metrics[k])
+        out |= {
+            "filter/pass_rate": st.groups_informative / max(st.groups_generated, 1),
+            "filter/rounds": float(st.rounds),
+            "filter/groups_generated": float(st.groups_generated),
+            "filter/groups_kept": float(len(kept)),
+            "filter/from_surplus": float(st.from_surplus),
+            "filter/surplus_kept": float(len(self.surplus)),
+            "filter/dropped_stale": float(st.dropped_stale),
+            "filter/short_batch": float(len(kept) < need),
+            "reward/batch_mean": float(torch.cat([g.rewards for g in kept]).mean()) if kept else 0.0,
+        }
+        return out
+
+    # ----------------------------------------------------------------- advantage
+    def advantage(self, groups: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Per-rollout advantages (B*N,) of the kept groups."""
+        rewards = torch.stack([g.rewards for g in groups])  # (B, N)
+        counts = torch.stack([g.mask.sum(1) for g in groups])  # (B, N)
+        return compute_advantages(rewards, self.cfg.advantage, token_counts=counts)
+
+    # ----------------------------------------------------------------- update
+    def update(self, groups: list[Group], adv: torch.Tensor) -> dict[str, float]:
+        """PPO clipped updates: ``mini_batches`` optimizer steps over the groups, micro-batched by tokens."""
+        cfg, n = self.cfg, self.cfg.rollouts
+        t0 = time.perf_counter()
+        old = self._old_logprobs(groups)
+        ref = self._reference_logprobs(groups)
+        sums: Counter[str] = Counter()
+        n_mini = min(cfg.mini_batches, len(groups))
+        per = math.ceil(len(groups) / n_mini)
+        for m in range(n_mini):
+            idx = list(range(m * per, min((m + 1) * per, len(groups))))
+            self._optimizer_step(
+                [groups[i] for i in idx],
+                [adv[i * n : (i + 1) * n] for i in idx],
+                [old[i] for i in idx],
+                [ref[i] for i in idx],
+                sums,
+            )
+        tokens = max(sums["tokens"], 1.0)
+        return {
+            "loss/policy": sums["pg"] / max(n_mini, 1),
+            "loss/kl": sums["kl"] / tokens,
+            "policy/entropy": sums["entropy"] / tokens,
+            "loss/clip_frac": sums["clipped"] / tokens,
+            "loss/ratio_max": sums["ratio_max"],
+            "loss/is_weight_mean": sums["is_w"] / tokens if "is_w" in sums else 1.0,
+            "loss/skipped_nonfinite": sums["skipped"],
+            "policy/grad_norm": sums["grad_norm"] / max(n_mini, 1),
+            "policy/lr": self.opt.param_groups[0]["lr"],
+            "perf/update_seconds": time.perf_counter() - t0,
+            "perf/train_tokens": sums["tokens"],
+        }
+
+    def _old_logprobs(self, groups: list[Group]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(old log-probs, TIS weights) per group: the engine's when valid, else the trainer's with TIS."""
+        if self.cfg.reuse_rollout_logprobs:
+            return [(g.rollout_logp, None) for g in groups]
+        out = []
+        for g in groups:
+            lp, _ = group_logprobs(
+                self.model,
+                g.prompt_ids,
+                g.response_ids,
+                g.mask,
+                temperature=self.cfg.temperature,
+                rows_per_micro=self._rows_per_micro(g),
+            )
+            lp = lp.cpu()
+            out.append((lp, truncated_is_weights(lp, g.rollout_logp, g.mask, self.cfg.tis_cap)))
+        return out
+
+    def _reference_logprobs(self, groups: list[Group]) -> list[torch.Tensor | None]:
+        if self.ref_model is None:
+            return [None] * len(groups)
+        return [
+            group_logprobs(
+                self.ref_model,
+                g.prompt_ids,
+                g.response_ids,
+                g.mask,
+                temperature=self.cfg.temperature,
+                rows_per_micro=self._rows_per_micro(g),
+            )[0].cpu()
+            for g in groups
+        ]
+
+    def _rows_per_micro(self, g: Group) -> int:
+        return max(1, self.cfg.micro_batch_tokens // max(g.response_ids.shape[1], 1))
+
+    def _optimizer_step(self, groups, advs, olds, refs, sums: Counter) -> None:
+        """One optimizer step on a mini-batch of groups; the loss is normalised by its global token count."""
+        denominators = {
+            "num_tokens": float(sum(g.num_tokens for g in groups)),
+            "num_seqs": float(sum(g.mask.shape[0] for g in groups)),
+            "max_len": max(g.mask.shape[1] for g in groups),
+        }
+        device = next(self.model.parameters()).device
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        for g, a, (old_lp, is_w), ref_lp in zip(groups, advs, olds, refs, strict=True):
+            ctx = _MicroCtx(g, a, old_lp, is_w, ref_lp, device, denominators)
+            group_logprobs(
+                self.model,
+                g.prompt_ids,
+                g.response_ids,
+                g.mask,
+                temperature=self.cfg.temperature,
+                rows_per_micro=self._rows_per_micro(g),
+                want_entropy=True,
+                loss_fn=functools.partial(self._micro_loss, ctx, sums),
+            )
+        self._apply_gradients(sums)
+        self.model.eval()
+
+    def _micro_loss(
+        self, ctx: _MicroCtx, sums: Counter, rows: slice, logp: torch.Tensor, ent: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Policy loss + KL − entropy bonus of one micro-batch of a group's rows (a scalar to back-propagate)."""
+        cfg, dev, den = self.cfg, ctx.device, ctx.denominators
+        mask = ctx.group.mask[rows].to(dev)
+        w = None if ctx.is_w is None else ctx.is_w[rows].to(dev)
+        pg, info = policy_loss(
+            logp,
+            ctx.old_lp[rows].to(dev),
+            ctx.adv[rows].to(dev),
+            mask,
+            eps_low=cfg.eps_low,
+            eps_high=cfg.eps_high,
+            dual_clip=cfg.dual_clip,
+            is_weights=w,
+        )
+        loss = aggregate(pg, mask, cfg.loss_aggregation, **den)
+        sums["pg"] += float(loss.detach())
+        if ctx.ref_lp is not None:
+            kl = kl_penalty(logp, ctx.ref_lp[rows].to(dev), cfg.kl_estimator, cfg.kl_clamp).masked_fill(
+                ~mask, 0
+            )
+            loss = loss + cfg.kl_coef * kl.sum() / den["num_tokens"]
+            sums["kl"] += float(kl.detach().sum())
+        if ent is not None:
+            ent = ent.masked_fill(~mask, 0)
+            sums["entropy"] += float(ent.detach().sum())
+            if cfg.entropy_coef > 0:
+                loss = loss - cfg.entropy_coef * ent.sum() / den["num_tokens"]
+        sums["clipped"] += float(info["clipped"].sum())
+        if mask.any():
+            sums["ratio_max"] = max(sums["ratio_max"], float(info["ratio"][mask].max()))
+        if w is not None:
+            sums["is_w"] += float(w.sum())
+        sums["tokens"] += float(mask.sum())
+        if not torch.isfinite(loss):
+            sums["nonfinite_loss"] += 1
+        return loss
+
+    def _apply_gradients(self, sums: Counter) -> None:
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if not torch.isfinite(norm):
+            self.opt.zero_grad(
+                set_to_none=True
+            )  # a non-finite loss or gradient: skip this step, say so, go on
+            sums["skipped"] += 1
+            self._say(f"step {self.step}: non-finite gradient norm; skipped this optimizer step")
+            return
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.effective_lr * warmup_factor(self.opt_steps, cfg.warmup_steps)
+        self.opt.step()
+        self.opt_steps += 1
+        sums["grad_norm"] += float(norm)
+
+    # ----------------------------------------------------------------- evaluate and checkpoint
+    def evaluate(self) -> dict[str, float]:
+        """Held-out pass@1 (and per task) over ``eval_samples`` samples per instance."""
+        from brorl.eval import summary_metrics
+        from brorl.eval.runner import evaluate_problems
+        from brorl.rollout import SamplingParams
+
+        cfg = self.cfg
+        if not self.c.eval_problems:
+            return {}
+        t0 = time.perf_counter()
+        self.model.eval()
+        params = SamplingParams(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.eval_temperature,
+            top_p=cfg.eval_top_p,
+            seed=cfg.seed + 7919,
+        )
+        records = evaluate_problems(
+            self.c.eval_problems,
+            self.c.eval_prompts,
+            self.c.engine,
+            self.c.pool,
+            cfg.eval_samples,
+            params,
+            prompts_per_call=16,
+        )
+        return summary_metrics(records) | {"perf/eval_seconds": time.perf_counter() - t0}
+
+    def checkpoint(self) -> Path:
+        from brorl.checkpoint import save_checkpoint
+
+        state = {
+            "step": self.step,
+            "samples": self.samples,
+            "wall": self.wall,
+            "opt_steps": self.opt_steps,
+            "optimizer": self.opt.state_dict(),
+            "stream_position": self.stream.position,
+            "surplus": self.surplus,
+            "pass_rate_ema": self.pass_rate_ema,
+            "short_batches": self.short_batches,
+            "torch_rng": torch.get_rng_state(),
+            "config": self._config_dict(),
+        }
+        ref = None if self.ref_model is None else self.ref_model.state_dict()
+        return save_checkpoint(
+            self.cfg.out,
+            self.step,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            trainer_state=state,
+            reference_state=ref,
+            keep_last=self.cfg.keep_checkpoints,
+        )
+
+    def _restore(self, run_dir: Path) -> None:
+        from brorl.checkpoint import latest_checkpoint, load_reference_state, load_trainer_state
+
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"no complete checkpoint under {run_dir}/checkpoints to resume from")
+        from safetensors.torch import load_file
+
+        weights = {}
+        for f in sorted((ckpt / "policy").glob("*.safetensors")):
+            weights |= load_file(str(f))
+        missing, _ = self.model.load_state_dict(weights, strict=False)
+        if [k for k in missing if not k.endswith("lm_head.weight")]:
+            raise ValueError(f"checkpoint {ckpt} lacks weights {missing[:5]}; is it from another model?")
+        if "lm_head.weight" in missing and getattr(self.model.config, "tie_word_embeddings", False):
+            self.model.tie_weights()
+        state = load_trainer_state(ckpt)
+        self.opt.load_state_dict(state["optimizer"])
+        self.step, self.samples, self.wall = state["step"], state["samples"], state["wall"]
+        self.opt_steps, self.stream.position = state["opt_steps"], state["stream_position"]
+        self.surplus, self.pass_rate_ema = state["surplus"], state["pass_rate_ema"]
+        self.short_batches = state.get("short_batches", 0)
+        torch.set_rng_state(state["torch_rng"])
+        ref = load_reference_state(ckpt)
+        if self.ref_model is not None and ref is not None:
+            self.ref_model.load_state_dict(ref, strict=False)
+        self._say(f"resumed from {ckpt} at step {self.step}")
+
+    def _make_reference(self):
+        ref = copy.deepcopy(self.model).eval()
+        ref.requires_grad_(False)
+        return ref
+
+    def _config_dict(self) -> dict[str, Any]:
+        from brorl.config import to_dict
+
+        return to_dict(self.cfg)
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    # ----------------------------------------------------------------- the run
+    def run(self, on_step=None) -> list[dict[str, float]]:
+        """Train until ``cfg.steps``; evaluate and checkpoint on schedule. ``on_step(step, metrics)`` per step."""
+        cfg, history = self.cfg, []
+        if self.step == 0 and cfg.eval_every:
+            self._log(self.evaluate())
+        while self.step < cfg.steps:
+            t0 = time.perf_counter()
+            metrics = self.train_step()
+            if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                metrics |= self.evaluate()
+            self.wall += time.perf_counter() - t0
+            self._log(metrics)
+            history.append(metrics)
+            if on_step is not None:
+                on_step(self.step, metrics)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.checkpoint()
+        return history
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if metrics:
+            self.tracker.log(self.step, {"samples": self.samples, "wall_time": round(self.wall, 3)} | metrics)
+
+    def close(self) -> None:
+        self.tracker.close()
+        self.c.pool.close()

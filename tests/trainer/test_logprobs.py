@@ -1,0 +1,54 @@
+"""The prompt computed once per group gives the same log-probs and gradients as forwarding it with every row."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from brorl.trainer.logprobs import group_logprobs, plain_logprobs
+
+
+def _group(tokenizer, seed, rows=6, t=7):
+    g = torch.Generator().manual_seed(seed)
+    prompt = torch.tensor(tokenizer("Q: what is 12+7? A:")["input_ids"])
+    responses = torch.randint(5, len(tokenizer), (rows, t), generator=g)
+    lengths = torch.randint(1, t + 1, (rows,), generator=g)
+    mask = torch.arange(t)[None] < lengths[:, None]
+    responses[~mask] = tokenizer.pad_token_id
+    return prompt, responses, mask
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.3])
+def test_prefix_shared_logprobs_equal_plain_ones(tiny_model, tiny_tokenizer, temperature):
+    prompt, responses, mask = _group(tiny_tokenizer, 0)
+    shared, _ = group_logprobs(tiny_model, prompt, responses, mask, temperature=temperature, rows_per_micro=4)
+    plain = plain_logprobs(tiny_model, prompt, responses, mask, temperature=temperature, rows_per_micro=6)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    assert (shared[~mask] == 0).all() and (shared[mask] < 0).all()
+
+
+def test_prefix_shared_gradients_equal_plain_ones_for_any_micro_batch(tiny_model, tiny_tokenizer):
+    prompt, responses, mask = _group(tiny_tokenizer, 1, rows=5)
+    weights = torch.randn(responses.shape, generator=torch.Generator().manual_seed(2))
+
+    def loss_fn(rows, logp, _ent):
+        return (logp * weights[rows]).masked_fill(~mask[rows], 0.0).sum()
+
+    grads = []
+    for micro, fn in ((5, plain_logprobs), (2, group_logprobs), (5, group_logprobs), (1, group_logprobs)):
+        model = copy.deepcopy(tiny_model)
+        fn(model, prompt, responses, mask, rows_per_micro=micro, loss_fn=loss_fn)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        assert sum(p.grad is not None for p in model.parameters()) == len(list(model.parameters()))
+    for g in grads[1:]:
+        torch.testing.assert_close(g, grads[0], atol=1e-5, rtol=1e-4)
+
+
+def test_entropy_is_returned_and_bad_shapes_rejected(tiny_model, tiny_tokenizer):
+    prompt, responses, mask = _group(tiny_tokenizer, 3)
+    _, ent = group_logprobs(tiny_model, prompt, responses, mask, want_entropy=True)
+    assert ent.shape == responses.shape and (ent[mask] > 0).all()
+    with pytest.raises(ValueError, match=r"\(R, T\)"):
+        group_logprobs(tiny_model, prompt, responses, mask[:, :-1])
