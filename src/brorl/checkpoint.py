@@ -90,7 +90,11 @@ def save_checkpoint(
     if reference_state is not None:
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in reference_state.items()}, str(tmp / "reference.safetensors"))
+        # clone: tied weights (embeddings = LM head) share memory, which safetensors refuses to write twice
+        save_file(
+            {k: v.detach().clone().contiguous() for k, v in reference_state.items()},
+            str(tmp / "reference.safetensors"),
+        )
     torch.save(trainer_state, tmp / "trainer_state.pt")
     meta = {"step": step, "complete": True, "time": time.time()} | (extra_meta or {})
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

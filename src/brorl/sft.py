@@ -605,12 +605,15 @@ def _step_hook(
             scores = evaluate_now(model, seed=cfg.seed + step)
             log.append({"step": step, **_score_metrics(scores)})
             fields["score"] = f"pass@1 {_score_metrics(scores)['eval/pass@1_macro']:.1%}"
+            progress.log(f"step {step}: loss {loss:.4f}, held-out {fields['score']}")
         progress.update(task, advance=1, **fields)
 
     return on_step
 
 
 class _NoProgress:
+    """Stands in for ``rich.progress.Progress`` under ``--quiet``."""
+
     def __enter__(self) -> _NoProgress:
         return self
 
@@ -622,6 +625,9 @@ class _NoProgress:
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+    def log(self, message: str) -> None:
+        print(f"sft: {message}", file=sys.stderr, flush=True)  # quiet drops the bar, not the evaluations
 
 
 def _progress(quiet: bool) -> Any:

@@ -39,6 +39,7 @@ def build_digit_run(root: Path, *, seed: int = 0, problems: int = 40) -> Path:
         pad_token_id=0,
         eos_token_id=1,
         bos_token_id=2,
+        tie_word_embeddings=True,  # as many small models do: checkpoints and resume must cope with tied weights
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

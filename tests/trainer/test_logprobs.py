@@ -52,3 +52,15 @@ def test_entropy_is_returned_and_bad_shapes_rejected(tiny_model, tiny_tokenizer)
     assert ent.shape == responses.shape and (ent[mask] > 0).all()
     with pytest.raises(ValueError, match=r"\(R, T\)"):
         group_logprobs(tiny_model, prompt, responses, mask[:, :-1])
+
+
+def test_pack_rows_groups_similar_lengths_within_the_budget():
+    from brorl.trainer.logprobs import pack_rows
+
+    lengths = torch.tensor([9, 1, 1, 2, 9, 3, 1])
+    batches = pack_rows(lengths, rows_per_micro=2)  # budget 2 × 9 = 18 tokens
+    assert sorted(torch.cat(batches).tolist()) == list(range(7))
+    for b in batches:
+        assert len(b) * int(lengths[b].max()) <= 18
+    assert [int(lengths[b].max()) for b in batches] == sorted(int(lengths[b].max()) for b in batches)
+    assert len(batches) == 2  # (1, 1, 1, 2, 3) in one micro-batch of 15 tokens, (9, 9) in another

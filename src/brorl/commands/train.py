@@ -4,6 +4,7 @@
     brorl train --preset prorl-cpu --out runs/prorl
     brorl train --model path/to/hf-model --tasks gsm_symbolic,basic_arithmetic --rollouts 256
     brorl train --resume runs/train               # continue exactly where a stopped or killed run left off
+    torchrun --nproc_per_node 8 -m brorl train --preset brorl-paper ...   # 8 ranks (docs/distributed.md)
 
 Every option: ``brorl train --help`` and docs/training.md. Presets: configs/*.toml (``[train]`` tables).
 """
@@ -53,30 +54,51 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from brorl.distributed import launch_env
     from brorl.trainer import Trainer
     from brorl.trainer.progress import TrainProgress
 
     cfg = resolve_config(args)
-    console = Console()
+    rank = launch_env().rank  # checks a torchrun environment before anything is written
+    console = Console(quiet=rank != 0)  # rank 0 speaks for the job
     out = Path(cfg.out)
     if args.resume is None and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
         raise ConfigError(
             f"{out} already holds a run; continue it with --resume {out} or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    dist = _init_distributed(cfg)
     console.print(
         f"[bold]brorl train[/]: N={cfg.rollouts}, B={cfg.prompts_per_step}, steps={cfg.steps}, "
         f"lr={cfg.effective_lr:.3g} ({cfg.lr_scaling} rule), out={out}"
+        + (f", {dist.world_size} ranks ({dist.device.type})" if dist.enabled else "")
     )
-    trainer = Trainer(cfg, resume=args.resume, console=console)
     try:
-        with TrainProgress(cfg, start=trainer.step, console=console) as progress:
-            trainer.run(on_step=progress.update)
+        trainer = Trainer(cfg, resume=args.resume, console=console, dist=dist)
+        try:
+            with TrainProgress(cfg, start=trainer.step, console=console) as progress:
+                trainer.run(on_step=progress.update)
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        dist.close()
     console.print(
         f"done: {trainer.step} steps, {trainer.samples:,} samples, {trainer.wall:.0f} s; "
         f"metrics in {out / 'metrics.jsonl'}, checkpoints in {out / 'checkpoints'}"
     )
     return 0
+
+
+def _init_distributed(cfg):
+    """Join the torchrun job, if any; checks that need the world size come before the process group opens."""
+    from brorl.distributed import init_distributed, launch_env
+
+    world = launch_env().world_size
+    if cfg.prompts_per_step % world:
+        raise ConfigError(
+            f"--prompts-per-step ({cfg.prompts_per_step}) must be divisible by the number of ranks ({world}) so "
+            "every rank trains on the same number of prompts; change one of them"
+        )
+    return init_distributed(cfg.device)

@@ -112,8 +112,8 @@ class TrainConfig:
     lr_scaling: Literal["sqrt", "none"] = option(
         "sqrt", help="scale lr by sqrt(B·N / (B_0·N_0)) (BroRL's rule) or not"
     )
-    base_prompts: int = option(2, help="B_0 of the square-root rule")
-    base_rollouts: int = option(512, help="N_0 of the square-root rule")
+    base_prompts: int = option(8, help="B_0 of the square-root rule (default: the prorl-cpu arm)")
+    base_rollouts: int = option(16, help="N_0 of the square-root rule (default: the prorl-cpu arm)")
     warmup_steps: int = option(0, help="linear learning-rate warm-up, in optimizer steps")
     weight_decay: float = option(0.0, help="AdamW weight decay (ProRL: 0.01)")
     adam_beta1: float = option(0.9, help="AdamW β1")

@@ -20,10 +20,11 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["LossFn", "group_logprobs", "plain_logprobs", "token_logprobs"]
+__all__ = ["LossFn", "group_logprobs", "pack_rows", "plain_logprobs", "token_logprobs"]
 
-# loss_fn(rows, logp (r, T) with grad, entropy (r, T) or None) -> scalar loss of those rows
-LossFn = Callable[[slice, torch.Tensor, torch.Tensor | None], torch.Tensor]
+# loss_fn(rows, logp (r, T) with grad, entropy (r, T) or None) -> scalar loss of those rows; ``rows`` indexes the
+# group's rows (an index tensor: rows are packed by length, not in order)
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -48,27 +49,63 @@ def _cache_kwarg(model) -> str:
 def _prompt_pass(model, prompt: torch.Tensor):
     """Forward the prompt once. Returns ([(k, v)] per layer, last-position logits (1, V))."""
     out = model(input_ids=prompt[None], use_cache=True)
-    cache = out.past_key_values
+    cache = out.cache if "cache" in out else out.past_key_values  # transformers 5 renamed the field
     kv = [(layer.keys, layer.values) for layer in cache.layers] if hasattr(cache, "layers") else list(cache)
     return kv, out.logits[:, -1]
 
 
+def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad (r, t) with zeros to (r, width), keeping the graph: loss functions index the group's full width."""
+    return x if x.shape[1] == width else torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+
 def _response_pass(model, kv, last_logits, prompt_len, ids, mask, temperature, want_entropy):
-    """Logits of r responses given the prompt cache: returns logp (r, T) and entropy (r, T) or None."""
+    """Log-probs (r, T) of r responses given the prompt cache, and entropies (r, T) or None.
+
+    Token 0 is predicted by the prompt's last position, token j > 0 by response position j − 1, so only the first
+    T − 1 response tokens are fed; the two parts are scored separately, never copying the (r, T, V) logits.
+    """
     from transformers import DynamicCache
 
     r, t = ids.shape
+    first = last_logits.expand(r, -1)  # (r, V)
+    logp = token_logprobs(first, ids[:, 0], temperature)[:, None]  # (r, 1)
+    ent = _entropy(last_logits, temperature).expand(r)[:, None] if want_entropy else None
+    if t == 1:
+        return logp, ent
     cache = DynamicCache(ddp_cache_data=[(k.expand(r, -1, -1, -1), v.expand(r, -1, -1, -1)) for k, v in kv])
-    attn = torch.cat([mask.new_ones((r, prompt_len)), mask], dim=1).long()
-    pos = torch.arange(prompt_len, prompt_len + t, device=ids.device)[None].expand(r, t)
+    attn = torch.cat([mask.new_ones((r, prompt_len)), mask[:, :-1]], dim=1).long()
+    pos = torch.arange(prompt_len, prompt_len + t - 1, device=ids.device)[None].expand(r, t - 1)
     out = model(
-        input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **{_cache_kwarg(model): cache}
+        input_ids=ids[:, :-1],
+        attention_mask=attn,
+        position_ids=pos,
+        use_cache=True,
+        **{_cache_kwarg(model): cache},
     )
-    # logits predicting response token j come from position j-1; token 0 is predicted by the prompt's last position
-    logits = torch.cat([last_logits.expand(r, 1, -1), out.logits[:, :-1]], dim=1)  # (r, T, V)
-    logp = token_logprobs(logits, ids, temperature)
-    ent = _entropy(logits, temperature) if want_entropy else None
+    logp = torch.cat([logp, token_logprobs(out.logits, ids[:, 1:], temperature)], dim=1)  # (r, T)
+    if want_entropy:
+        ent = torch.cat([ent, _entropy(out.logits, temperature)], dim=1)
     return logp, ent
+
+
+def pack_rows(lengths: torch.Tensor, rows_per_micro: int) -> list[torch.Tensor]:
+    """Micro-batches of row indices, rows sorted by length, each within a token budget of
+    ``rows_per_micro`` × (the longest length): long and short responses do not share padding.
+
+    lengths: (R,) valid tokens per row. Returns index tensors covering every row once.
+    """
+    order = torch.argsort(lengths, stable=True)
+    budget = rows_per_micro * max(int(lengths.max()), 1) if len(lengths) else 0
+    batches, start = [], 0
+    while start < len(order):
+        end = start + 1
+        # rows are sorted, so the last row of a batch is its longest: grow while rows × that length fits
+        while end < len(order) and (end + 1 - start) * max(int(lengths[order[end]]), 1) <= budget:
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 def group_logprobs(
@@ -90,7 +127,8 @@ def group_logprobs(
         responses: (R, T) response ids, right-padded.
         mask: (R, T) bool, valid response tokens.
         temperature: logits are divided by it (the sampling temperature, so log-probs match the engine's).
-        rows_per_micro: responses per forward (the memory bound).
+        rows_per_micro: responses per forward (the memory bound): micro-batches hold rows of similar length, at
+            most rows_per_micro × (the longest response) tokens each, trimmed to their own longest row.
         want_entropy: also return per-token entropies.
         loss_fn: with a gradient: called per micro-batch as ``loss_fn(rows, logp, entropy)``; its scalar is
             back-propagated (into the model's ``.grad``), then the prompt's share once at the end. Without it the
@@ -107,34 +145,34 @@ def group_logprobs(
         raise ValueError(f"rows_per_micro must be >= 1, got {rows_per_micro}")
     device = next(model.parameters()).device
     prompt, responses, mask = prompt.to(device), responses.to(device), mask.to(device)
-    r_all = responses.shape[0]
+    lengths = mask.sum(1).cpu()
+    batches = pack_rows(lengths, rows_per_micro)
+    width = responses.shape[1]
     out_lp = torch.zeros(responses.shape, dtype=torch.float32, device=device)
     out_ent = torch.zeros(responses.shape, dtype=torch.float32, device=device) if want_entropy else None
     if loss_fn is None:
         with torch.no_grad():
             kv, last = _prompt_pass(model, prompt)
-            for start in range(0, r_all, rows_per_micro):
-                rows = slice(start, min(start + rows_per_micro, r_all))
-                lp, ent = _response_pass(
-                    model, kv, last, len(prompt), responses[rows], mask[rows], temperature, want_entropy
-                )
-                out_lp[rows] = lp.masked_fill(~mask[rows], 0.0)
+            for rows in batches:
+                t = max(int(lengths[rows].max()), 1)  # trim each micro-batch to its own longest row
+                ids, m = responses[rows, :t], mask[rows, :t]
+                lp, ent = _response_pass(model, kv, last, len(prompt), ids, m, temperature, want_entropy)
+                out_lp[rows, :t] = lp.masked_fill(~m, 0.0)
                 if out_ent is not None:
-                    out_ent[rows] = ent.masked_fill(~mask[rows], 0.0)
+                    out_ent[rows, :t] = ent.masked_fill(~m, 0.0)
         return out_lp, out_ent
     kv, last = _prompt_pass(model, prompt)
     roots = [t for pair in kv for t in pair] + [last]
     leaves = [t.detach().requires_grad_(True) for t in roots]
     kv_leaves = [(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(kv))]
-    for start in range(0, r_all, rows_per_micro):
-        rows = slice(start, min(start + rows_per_micro, r_all))
-        lp, ent = _response_pass(
-            model, kv_leaves, leaves[-1], len(prompt), responses[rows], mask[rows], temperature, want_entropy
-        )
-        loss_fn(rows, lp, ent).backward()
-        out_lp[rows] = lp.detach().masked_fill(~mask[rows], 0.0)
+    for rows in batches:
+        t = max(int(lengths[rows].max()), 1)
+        ids, m = responses[rows, :t], mask[rows, :t]
+        lp, ent = _response_pass(model, kv_leaves, leaves[-1], len(prompt), ids, m, temperature, want_entropy)
+        loss_fn(rows, _pad_to(lp, width), None if ent is None else _pad_to(ent, width)).backward()
+        out_lp[rows, :t] = lp.detach().masked_fill(~m, 0.0)
         if out_ent is not None:
-            out_ent[rows] = ent.detach().masked_fill(~mask[rows], 0.0)
+            out_ent[rows, :t] = ent.detach().masked_fill(~m, 0.0)
     grads = [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves]
     torch.autograd.backward(roots, grads)  # the prompt's forward, once, with the summed gradient
     return out_lp, out_ent

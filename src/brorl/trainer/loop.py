@@ -10,6 +10,14 @@ reference policy, the surplus groups, and the run directory.
     brorl train                                    # BroRL (N = 512) on the tiny default policy, CPU
     brorl train --preset prorl-cpu --out runs/prorl
     brorl train --resume runs/train                # continue a stopped or killed run exactly
+    torchrun --nproc_per_node 8 -m brorl train ... # data-parallel over 8 processes (docs/distributed.md)
+
+Distributed runs (``Dist`` from ``brorl.distributed``) keep one code path: every rank advances the problem stream
+identically and generates its share of each round; informative groups are announced to all ranks (keys only), so
+every rank makes the same dynamic-sampling decisions and keeps the same batch and surplus as one process would;
+the batch is then re-split across ranks for the update (group records move only to the rank that trains on
+them), advantages are whitened over the global batch, the loss is divided by the global token count and the
+gradients are summed across ranks. Only rank 0 logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import torch
 from brorl.algo import aggregate, compute_advantages, informative_groups, kl_penalty, policy_loss
 from brorl.algo.losses import truncated_is_weights
 from brorl.algo.schedule import warmup_factor
+from brorl.config import ConfigError
+from brorl.distributed import Dist, batch_plan, combine_metrics, shard
 from brorl.trainer.config import TrainConfig
 from brorl.trainer.logprobs import group_logprobs
 from brorl.trainer.stream import Group, ProblemStream
@@ -56,6 +66,15 @@ class _MicroCtx:
     denominators: dict[str, float]
 
 
+@dataclass(frozen=True)
+class GroupRef:
+    """What every rank knows of an informative group: its stream key, the step that made it, the rank holding it."""
+
+    key: int
+    step: int
+    home: int
+
+
 @dataclass
 class CollectStats:
     """Counters of one step's collect stage (all rounds)."""
@@ -73,15 +92,45 @@ class CollectStats:
             self.metrics.setdefault(k, []).append(float(v))
 
 
+class _KeyOffset:
+    """A rollout engine seen through shifted prompt keys: a rank's share of a list samples as in the whole list."""
+
+    def __init__(self, engine: Any, offset: int) -> None:
+        self.engine, self.offset = engine, offset
+
+    def generate(self, prompts, n, params, *, prompt_keys=None):
+        keys = range(len(prompts)) if prompt_keys is None else prompt_keys
+        return self.engine.generate(prompts, n, params, prompt_keys=[k + self.offset for k in keys])
+
+
 class Trainer:
     """Owns the policy, the optimizer, the reference policy and the run state; ``run()`` trains."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: Path | None = None, console: Any = None) -> None:
-        from brorl.trainer.setup import build_components
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: Path | None = None,
+        console: Any = None,
+        dist: Dist | None = None,
+    ) -> None:
+        from brorl.trainer.setup import build_components, pick_device
 
         self.cfg = cfg
-        self.console = console
-        self.c = build_components(cfg)  # model, tokenizer, engine, pool, data
+        self.dist = dist if dist is not None else Dist(device=pick_device(cfg.device))
+        if cfg.prompts_per_step % self.dist.world_size:
+            raise ConfigError(
+                f"--prompts-per-step ({cfg.prompts_per_step}) must be divisible by the number of ranks "
+                f"({self.dist.world_size}) so every rank trains on the same number of prompts; change one of them"
+            )
+        self.console = console if self.dist.is_main else None
+        if cfg.prompts_per_step // cfg.mini_batches < self.dist.world_size:
+            self._say(
+                f"note: a mini-batch has {cfg.prompts_per_step // cfg.mini_batches} prompts for "
+                f"{self.dist.world_size} ranks; groups are not split across ranks, so some ranks sit out each "
+                "optimizer step (lower --mini-batches to use them all; docs/distributed.md)"
+            )
+        self.c = build_components(cfg, self.dist.device)  # model, tokenizer, engine, pool, data
         self.model, self.tokenizer = self.c.model, self.c.tokenizer
         self.stream = ProblemStream(self.c.train_problems, cfg.seed)
         self.ref_model = self._make_reference() if cfg.kl_coef > 0 else None
@@ -92,7 +141,8 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
         self.step, self.samples, self.wall, self.opt_steps = 0, 0, 0.0, 0
-        self.surplus: list[Group] = []
+        self.surplus: list[GroupRef] = []  # informative groups kept for later steps, known to every rank
+        self.held: dict[int, Group] = {}  # this rank's group records (its surplus, this step's), by key
         self.pass_rate_ema = 0.5
         self.short_batches = 0
         if resume is not None:
@@ -101,6 +151,7 @@ class Trainer:
 
         self.tracker = Tracker(
             cfg.out,
+            enabled=self.dist.is_main,
             tensorboard=cfg.tensorboard,
             wandb=cfg.wandb,
             config=self._config_dict(),
@@ -111,11 +162,12 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One RL step: collect → score → filter → advantage → update. Returns its metrics."""
         t0 = time.perf_counter()
-        groups, metrics = self.collect()  # includes scoring and filtering, round by round
-        if groups:
+        groups, metrics = self.collect()  # this rank's share of the batch; scoring and filtering included
+        batch_size = int(metrics["filter/groups_kept"])  # over all ranks
+        if batch_size:
             adv, adv_metrics = self.advantage(groups)
             metrics |= adv_metrics
-            metrics |= self.update(groups, adv)
+            metrics |= self.update(groups, adv, batch_size=batch_size)
         else:
             metrics["loss/skipped_empty_batch"] = 1.0
         self.step += 1
@@ -134,12 +186,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- collect, score, filter
     def collect(self) -> tuple[list[Group], dict[str, float]]:
-        """Fill a batch of B informative groups: kept surplus first, then generation rounds (dynamic sampling)."""
+        """Fill a batch of B informative groups: kept surplus first, then generation rounds (dynamic sampling).
+
+        Returns this rank's share of the batch (all of it in one process, in stream order) and the metrics. Every
+        rank takes the same prompts from the stream and makes the same decisions, so the batch and the surplus are
+        those of a one-process run whatever the number of ranks.
+        """
         cfg, need = self.cfg, self.cfg.prompts_per_step
         st = CollectStats()
-        fresh = [g for g in self.surplus if self.step - g.step <= cfg.max_surplus_age]
-        st.dropped_stale, st.from_surplus = len(self.surplus) - len(fresh), len(fresh)
-        kept, self.surplus = fresh, []
+        kept = [r for r in self.surplus if self.step - r.step <= cfg.max_surplus_age]
+        st.dropped_stale, st.from_surplus = len(self.surplus) - len(kept), len(kept)
+        self.surplus = []
         while len(kept) < need and st.rounds <= cfg.max_refill_rounds:
             missing = need - len(kept)
             # refills ask for enough prompts to fill the gap at the recent pass rate (at most 4× the gap)
@@ -148,16 +205,55 @@ class Trainer:
                 if st.rounds == 0
                 else min(4 * missing, math.ceil(missing / max(self.pass_rate_ema, 0.25)))
             )
-            groups = self.score(self.stream.take(k), st)
-            useful = self.filter(groups)
-            st.groups_generated += len(groups)
-            st.groups_informative += len(useful)
-            kept += useful
+            kept += self._round(self.stream.take(k), st)
             st.rounds += 1
         if len(kept) > need:
             self.surplus = kept[need:] if cfg.keep_surplus else []
             kept = kept[:need]
-        return kept, self._collect_metrics(st, kept)
+        mine = self._take_share(kept)
+        return mine, self._collect_metrics(st, kept, mine)
+
+    def _round(self, items: list[tuple[int, Any]], st: CollectStats) -> list[GroupRef]:
+        """One generation round: this rank scores its share of ``items``; returns every rank's informative groups.
+
+        One collective per round carries each rank's counts, informative keys and metrics (a few hundred bytes);
+        the group records stay where they were made until ``_take_share``.
+        """
+        d = self.dist
+        local = CollectStats()
+        part = items[shard(len(items), d.rank, d.world_size)]
+        groups = self.score(part, local) if part else []
+        useful = self.filter(groups)
+        self.held.update((g.key, g) for g in useful)
+        mine = {k: v[-1] for k, v in local.metrics.items()}
+        per_rank = d.all_gather_object((len(groups), [g.key for g in useful], local.samples, mine))
+        generated = sum(x[0] for x in per_rank)
+        refs = sorted(
+            (GroupRef(key, self.step, r) for r, x in enumerate(per_rank) for key in x[1]), key=lambda g: g.key
+        )
+        if generated and self.cfg.dynamic_sampling:
+            self.pass_rate_ema = 0.8 * self.pass_rate_ema + 0.2 * len(refs) / generated
+        st.add(combine_metrics([(x[3], float(x[0])) for x in per_rank]))
+        st.samples += sum(x[2] for x in per_rank)
+        st.groups_generated += generated
+        st.groups_informative += len(refs)
+        return refs
+
+    def _take_share(self, kept: list[GroupRef]) -> list[Group]:
+        """This rank's groups of the batch (``batch_plan``); records move only from the rank that made them."""
+        d = self.dist
+        plan = batch_plan(len(kept), self.cfg.mini_batches, d.world_size)
+        owner = {kept[i].key: r for mini in plan for r, idx in enumerate(mini) for i in idx}
+        outgoing: list[list[Group]] = [[] for _ in range(d.world_size)]
+        for ref in kept:
+            if ref.home == d.rank and owner[ref.key] != d.rank:
+                outgoing[owner[ref.key]].append(self.held[ref.key])
+        received = {g.key: g for g in d.exchange(outgoing)} if d.enabled else {}
+        keys = [kept[i].key for mini in plan for i in mini[d.rank]]
+        mine = [self.held[k] if k in self.held else received[k] for k in keys]
+        still_held = {r.key for r in self.surplus if r.home == d.rank}
+        self.held = {k: g for k, g in self.held.items() if k in still_held}
+        return mine
 
     def score(self, items: list[tuple[int, Any]], st: CollectStats) -> list[Group]:
         """Generate N rollouts for each (key, problem) and score them; returns one Group per prompt."""
@@ -219,11 +315,9 @@ class Trainer:
         if not groups or not self.cfg.dynamic_sampling:
             return groups
         keep = informative_groups(torch.stack([g.rewards for g in groups]))
-        rate = float(keep.float().mean())
-        self.pass_rate_ema = 0.8 * self.pass_rate_ema + 0.2 * rate
         return [g for g, k in zip(groups, keep.tolist(), strict=True) if k]
 
-    def _collect_metrics(self, st: CollectStats, kept: list[Group]) -> dict[str, float]:
+    def _collect_metrics(self, st: CollectStats, kept: list[GroupRef], mine: list[Group]) -> dict[str, float]:
         need = self.cfg.prompts_per_step
         if len(kept) < need:
             self.short_batches += 1
@@ -250,29 +344,60 @@ class Trainer:
             "filter/surplus_kept": float(len(self.surplus)),
             "filter/dropped_stale": float(st.dropped_stale),
             "filter/short_batch": float(len(kept) < need),
-            "reward/batch_mean": float(torch.cat([g.rewards for g in kept]).mean()) if kept else 0.0,
         }
+        total = self.dist.sum(
+            torch.tensor(
+                [
+                    sum(float(g.rewards.double().sum()) for g in mine),
+                    float(sum(g.rewards.numel() for g in mine)),
+                ],
+                dtype=torch.float64,
+            )
+        )
+        out["reward/batch_mean"] = float(total[0] / total[1]) if total[1] > 0 else 0.0
         return out
 
     # ----------------------------------------------------------------- advantage
     def advantage(self, groups: list[Group]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Per-rollout advantages (B*N,) of the kept groups."""
-        rewards = torch.stack([g.rewards for g in groups])  # (B, N)
-        counts = torch.stack([g.mask.sum(1) for g in groups])  # (B, N)
-        return compute_advantages(rewards, self.cfg.advantage, token_counts=counts)
+        """Per-rollout advantages (B*N,) of this rank's groups, whitened over the global batch."""
+        n, d = self.cfg.rollouts, self.dist
+        rewards = torch.stack([g.rewards for g in groups]) if groups else torch.empty(0, n)  # (B, N)
+        counts = torch.stack([g.mask.sum(1) for g in groups]) if groups else torch.empty(0, n)  # (B, N)
+        adv, metrics = compute_advantages(rewards, self.cfg.advantage, token_counts=counts, all_reduce=d.sum)
+        if d.enabled:  # the same statistics over the global batch
+            a = adv.double()
+            s = d.sum(
+                torch.stack([a.sum(), (a * a).sum(), torch.tensor(float(a.numel()), dtype=torch.float64)])
+            )
+            top = d.all_reduce(a.abs().max() if a.numel() else torch.zeros((), dtype=torch.float64), "max")
+            mean = s[0] / s[2]
+            var = (s[1] - s[2] * mean**2) / (s[2] - 1) if s[2] > 1 else torch.zeros(())
+            metrics = {
+                "adv/max_abs": float(top),
+                "adv/mean": float(mean),
+                "adv/std": float(var.clamp(min=0).sqrt()),
+            }
+        return adv, metrics
 
     # ----------------------------------------------------------------- update
-    def update(self, groups: list[Group], adv: torch.Tensor) -> dict[str, float]:
-        """PPO clipped updates: ``mini_batches`` optimizer steps over the groups, micro-batched by tokens."""
-        cfg, n = self.cfg, self.cfg.rollouts
+    def update(
+        self, groups: list[Group], adv: torch.Tensor, *, batch_size: int | None = None
+    ) -> dict[str, float]:
+        """PPO clipped updates: ``mini_batches`` optimizer steps over the groups, micro-batched by tokens.
+
+        ``groups`` are this rank's share of a batch of ``batch_size`` groups (default: all of it, one process), laid
+        out as ``batch_plan`` says: this rank's part of mini-batch 0, then of mini-batch 1, ...
+        """
+        cfg, n, d = self.cfg, self.cfg.rollouts, self.dist
         t0 = time.perf_counter()
         old = self._old_logprobs(groups)
         ref = self._reference_logprobs(groups)
         sums: Counter[str] = Counter()
-        n_mini = min(cfg.mini_batches, len(groups))
-        per = math.ceil(len(groups) / n_mini)
-        for m in range(n_mini):
-            idx = list(range(m * per, min((m + 1) * per, len(groups))))
+        plan = batch_plan(len(groups) if batch_size is None else batch_size, cfg.mini_batches, d.world_size)
+        n_mini, start = len(plan), 0
+        for mini in plan:
+            idx = list(range(start, start + len(mini[d.rank])))
+            start += len(idx)
             self._optimizer_step(
                 [groups[i] for i in idx],
                 [adv[i * n : (i + 1) * n] for i in idx],
@@ -280,6 +405,7 @@ class Trainer:
                 [ref[i] for i in idx],
                 sums,
             )
+        sums = self._reduce_sums(sums)
         tokens = max(sums["tokens"], 1.0)
         return {
             "loss/policy": sums["pg"] / max(n_mini, 1),
@@ -287,13 +413,26 @@ class Trainer:
             "policy/entropy": sums["entropy"] / tokens,
             "loss/clip_frac": sums["clipped"] / tokens,
             "loss/ratio_max": sums["ratio_max"],
-            "loss/is_weight_mean": sums["is_w"] / tokens if "is_w" in sums else 1.0,
+            "loss/is_weight_mean": 1.0 if cfg.reuse_rollout_logprobs else sums["is_w"] / tokens,
             "loss/skipped_nonfinite": sums["skipped"],
             "policy/grad_norm": sums["grad_norm"] / max(n_mini, 1),
             "policy/lr": self.opt.param_groups[0]["lr"],
             "perf/update_seconds": time.perf_counter() - t0,
             "perf/train_tokens": sums["tokens"],
         }
+
+    def _reduce_sums(self, sums: Counter) -> Counter:
+        """Loss statistics over all ranks: sums add up, the largest ratio is the largest of any rank."""
+        if not self.dist.enabled:
+            return sums
+        keys = ("pg", "kl", "entropy", "clipped", "is_w", "tokens")
+        total = self.dist.sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64))
+        out = Counter(sums)
+        for k, v in zip(keys, total.tolist(), strict=True):
+            out[k] = v
+        ratio = self.dist.all_reduce(torch.tensor(float(sums["ratio_max"]), dtype=torch.float64), "max")
+        out["ratio_max"] = float(ratio)
+        return out
 
     def _old_logprobs(self, groups: list[Group]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(old log-probs, TIS weights) per group: the engine's when valid, else the trainer's with TIS."""
@@ -332,12 +471,19 @@ class Trainer:
         return max(1, self.cfg.micro_batch_tokens // max(g.response_ids.shape[1], 1))
 
     def _optimizer_step(self, groups, advs, olds, refs, sums: Counter) -> None:
-        """One optimizer step on a mini-batch of groups; the loss is normalised by its global token count."""
-        denominators = {
-            "num_tokens": float(sum(g.num_tokens for g in groups)),
-            "num_seqs": float(sum(g.mask.shape[0] for g in groups)),
-            "max_len": max(g.mask.shape[1] for g in groups),
-        }
+        """One optimizer step on a mini-batch of groups; the loss is normalised by its global token count.
+
+        In a distributed run ``groups`` is this rank's part of the mini-batch (possibly none): the denominators are
+        taken over all ranks, and the gradients summed across ranks before clipping.
+        """
+        d = self.dist
+        counts = d.sum(
+            torch.tensor(
+                [sum(g.num_tokens for g in groups), sum(g.mask.shape[0] for g in groups)], dtype=torch.float64
+            )
+        )
+        longest = d.all_reduce(torch.tensor(max((g.mask.shape[1] for g in groups), default=0)), "max")
+        denominators = {"num_tokens": float(counts[0]), "num_seqs": float(counts[1]), "max_len": int(longest)}
         device = next(self.model.parameters()).device
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
@@ -353,6 +499,9 @@ class Trainer:
                 want_entropy=True,
                 loss_fn=functools.partial(self._micro_loss, ctx, sums),
             )
+        d.all_reduce_gradients(
+            self.model.parameters()
+        )  # summed: each rank's loss already has the global divisor
         self._apply_gradients(sums)
         self.model.eval()
 
@@ -416,7 +565,11 @@ class Trainer:
 
     # ----------------------------------------------------------------- evaluate and checkpoint
     def evaluate(self) -> dict[str, float]:
-        """Held-out pass@1 (and per task) over ``eval_samples`` samples per instance."""
+        """Held-out pass@1 (and per task) over ``eval_samples`` samples per instance.
+
+        Distributed: each rank evaluates a contiguous share of the held-out instances, sampling with their global
+        indices as keys, and the records are gathered; the result equals a one-process evaluation.
+        """
         from brorl.eval import summary_metrics
         from brorl.eval.runner import evaluate_problems
         from brorl.rollout import SamplingParams
@@ -432,20 +585,31 @@ class Trainer:
             top_p=cfg.eval_top_p,
             seed=cfg.seed + 7919,
         )
-        records = evaluate_problems(
-            self.c.eval_problems,
-            self.c.eval_prompts,
-            self.c.engine,
-            self.c.pool,
-            cfg.eval_samples,
-            params,
-            prompts_per_call=16,
-        )
+        part = shard(len(self.c.eval_problems), self.dist.rank, self.dist.world_size)
+        records = []
+        if part.stop > part.start:
+            records = evaluate_problems(
+                self.c.eval_problems[part],
+                self.c.eval_prompts[part],
+                _KeyOffset(self.c.engine, part.start),
+                self.c.pool,
+                cfg.eval_samples,
+                params,
+                prompts_per_call=16,
+            )
+        records = [r for rank_records in self.dist.all_gather_object(records) for r in rank_records]
         return summary_metrics(records) | {"perf/eval_seconds": time.perf_counter() - t0}
 
-    def checkpoint(self) -> Path:
+    def checkpoint(self) -> Path | None:
+        """Save the run (rank 0 writes; every rank sends it its surplus records). Returns the path on rank 0."""
         from brorl.checkpoint import save_checkpoint
 
+        d = self.dist
+        parts = d.gather_object([self.held[r.key] for r in self.surplus if r.home == d.rank])
+        if not d.is_main:
+            d.barrier()
+            return None
+        surplus = sorted((g for part in parts for g in part), key=lambda g: g.key)
         state = {
             "step": self.step,
             "samples": self.samples,
@@ -453,14 +617,14 @@ class Trainer:
             "opt_steps": self.opt_steps,
             "optimizer": self.opt.state_dict(),
             "stream_position": self.stream.position,
-            "surplus": self.surplus,
+            "surplus": surplus,
             "pass_rate_ema": self.pass_rate_ema,
             "short_batches": self.short_batches,
             "torch_rng": torch.get_rng_state(),
             "config": self._config_dict(),
         }
         ref = None if self.ref_model is None else self.ref_model.state_dict()
-        return save_checkpoint(
+        path = save_checkpoint(
             self.cfg.out,
             self.step,
             model=self.model,
@@ -469,6 +633,8 @@ class Trainer:
             reference_state=ref,
             keep_last=self.cfg.keep_checkpoints,
         )
+        d.barrier()  # no rank runs ahead (or exits) before the checkpoint is on disk
+        return path
 
     def _restore(self, run_dir: Path) -> None:
         from brorl.checkpoint import latest_checkpoint, load_reference_state, load_trainer_state
@@ -490,7 +656,11 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.samples, self.wall = state["step"], state["samples"], state["wall"]
         self.opt_steps, self.stream.position = state["opt_steps"], state["stream_position"]
-        self.surplus, self.pass_rate_ema = state["surplus"], state["pass_rate_ema"]
+        # every rank reads the same surplus records and holds every world_size-th one
+        d, surplus = self.dist, sorted(state["surplus"], key=lambda g: g.key)
+        self.surplus = [GroupRef(g.key, g.step, i % d.world_size) for i, g in enumerate(surplus)]
+        self.held = {g.key: g for i, g in enumerate(surplus) if i % d.world_size == d.rank}
+        self.pass_rate_ema = state["pass_rate_ema"]
         self.short_batches = state.get("short_batches", 0)
         torch.set_rng_state(state["torch_rng"])
         ref = load_reference_state(ckpt)

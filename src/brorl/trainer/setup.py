@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from brorl.config import ConfigError
+from brorl.distributed import pick_device
 from brorl.trainer.config import TrainConfig
 
 __all__ = ["Components", "build_components", "load_task_problems", "pick_device", "resolve_model_path"]
@@ -27,18 +28,6 @@ class Components:
     eval_problems: list
     eval_prompts: list[str]
     model_path: Path
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:K") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu or auto")
-    return device
 
 
 def resolve_model_path(model: str) -> Path:
@@ -76,7 +65,8 @@ def load_task_problems(tasks: str, size: int, seed: int) -> tuple[list, list]:
     return reasoning_gym_problems(specs, size=size, split="train", seed=seed), specs
 
 
-def build_components(cfg: TrainConfig) -> Components:
+def build_components(cfg: TrainConfig, device: torch.device | None = None) -> Components:
+    """The trainer's parts; ``device`` (default: from ``--device``) is the rank's device in distributed runs."""
     from brorl.data import format_prompt
     from brorl.eval.runner import heldout_problems
     from brorl.models import load_causal_lm, load_tokenizer
@@ -86,7 +76,7 @@ def build_components(cfg: TrainConfig) -> Components:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = device if device is not None else pick_device(cfg.device)
     path = resolve_model_path(cfg.model)
     try:
         tokenizer = load_tokenizer(path)
