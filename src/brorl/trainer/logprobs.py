@@ -198,7 +198,9 @@ def plain_logprobs(
         ids = torch.cat([prompt[None].expand(responses[rows].shape[0], -1), responses[rows]], dim=1)
         attn = torch.cat([mask[rows].new_ones((ids.shape[0], p)), mask[rows]], dim=1).long()
         with torch.set_grad_enabled(loss_fn is not None):
-            logits = model(input_ids=ids, attention_mask=attn).logits[:, p - 1 : -1]
+            t = responses.shape[1]
+            # logits only where they are scored (response positions), as TRL does: the fair baseline
+            logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=t + 1).logits[:, :-1]
             lp = token_logprobs(logits, responses[rows], temperature)
             if loss_fn is not None:
                 loss_fn(rows, lp, None).backward()

@@ -496,7 +496,7 @@ class Trainer:
                 g.mask,
                 temperature=self.cfg.temperature,
                 rows_per_micro=self._rows_per_micro(g),
-                want_entropy=True,
+                want_entropy=self.cfg.entropy_coef > 0,  # the full entropy costs a pass over V per token
                 loss_fn=functools.partial(self._micro_loss, ctx, sums),
             )
         d.all_reduce_gradients(
@@ -533,8 +533,9 @@ class Trainer:
         if ent is not None:
             ent = ent.masked_fill(~mask, 0)
             sums["entropy"] += float(ent.detach().sum())
-            if cfg.entropy_coef > 0:
-                loss = loss - cfg.entropy_coef * ent.sum() / den["num_tokens"]
+            loss = loss - cfg.entropy_coef * ent.sum() / den["num_tokens"]
+        else:  # on-policy samples: −log π(sampled token) is an unbiased estimate of the entropy
+            sums["entropy"] += float(-(logp.detach() * mask).sum())
         sums["clipped"] += float(info["clipped"].sum())
         if mask.any():
             sums["ratio_max"] = max(sums["ratio_max"], float(info["ratio"][mask].max()))
