@@ -440,32 +440,26 @@ class Trainer:
             return [(g.rollout_logp, None) for g in groups]
         out = []
         for g in groups:
-            lp, _ = group_logprobs(
-                self.model,
-                g.prompt_ids,
-                g.response_ids,
-                g.mask,
-                temperature=self.cfg.temperature,
-                rows_per_micro=self._rows_per_micro(g),
-            )
-            lp = lp.cpu()
+            lp = self._scored_logprobs(self.model, g)
             out.append((lp, truncated_is_weights(lp, g.rollout_logp, g.mask, self.cfg.tis_cap)))
         return out
 
     def _reference_logprobs(self, groups: list[Group]) -> list[torch.Tensor | None]:
         if self.ref_model is None:
             return [None] * len(groups)
-        return [
-            group_logprobs(
-                self.ref_model,
-                g.prompt_ids,
-                g.response_ids,
-                g.mask,
-                temperature=self.cfg.temperature,
-                rows_per_micro=self._rows_per_micro(g),
-            )[0].cpu()
-            for g in groups
-        ]
+        return [self._scored_logprobs(self.ref_model, g) for g in groups]
+
+    def _scored_logprobs(self, model, g: Group) -> torch.Tensor:
+        """(N, T_g) log-probs of a group's responses under ``model`` at the training temperature, no gradient."""
+        lp, _ = group_logprobs(
+            model,
+            g.prompt_ids,
+            g.response_ids,
+            g.mask,
+            temperature=self.cfg.temperature,
+            rows_per_micro=self._rows_per_micro(g),
+        )
+        return lp.cpu()
 
     def _rows_per_micro(self, g: Group) -> int:
         return max(1, self.cfg.micro_batch_tokens // max(g.response_ids.shape[1], 1))
