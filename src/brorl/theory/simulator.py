@@ -18,7 +18,7 @@ N = 51,200 and the same distribution of counts (the update depends on the counts
 Randomness: run (N, seed) owns a ``torch.Generator`` seeded from (seed, N), so a run's draws do not depend on
 which other runs share the batch.
 
-    brorl simulate                       # the paper's sweep, ~15 s on 2 cores
+    brorl simulate                       # the paper's sweep, ~20 s on 2 idle cores
     brorl simulate --mode theorem --rollouts 4 64 1024 --seeds 0
 """
 
