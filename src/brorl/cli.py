@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "eval": "brorl.commands.eval",
     "compare": "brorl.commands.compare",
     "report": "brorl.commands.report",
+    "reproduce": "brorl.commands.reproduce",
 }
 
 
