@@ -116,7 +116,9 @@ def _write_profile(root: Path, digit: Path, **changes) -> Path:
     def toml(d):
         return "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
 
-    path = root / "tiny.toml"
+    path = (
+        root / f"tiny-{len(list(root.glob('tiny-*.toml')))}.toml"
+    )  # a new file: earlier profiles stay intact
     path.write_text("[reproduce]\n" + toml(values) + "[train]\n" + toml(train))
     return path
 
@@ -199,3 +201,17 @@ def test_adding_arms_to_a_finished_run_reuses_stage1_and_the_other_arms(tiny_run
     result = json.loads((out / "results.json").read_text())
     assert [r["N"] for r in result["table2"]] == [16, 32, 64]
     assert result["compared"] == ["ProRL N=16", "BroRL N=64"]  # the largest N is compared when 512 is absent
+
+
+def test_report_only_trains_nothing_and_labels_unfinished_arms_partial(tiny_run, tmp_path):
+    _, _, profile, out = tiny_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "arms/n0064/DONE.json").unlink()  # as if the arm were still running
+    steps_before = len((copy / "arms/n0064/metrics.jsonl").read_text().splitlines())
+    assert main(["reproduce", "--profile", str(profile), "--out", str(copy), "--report-only"]) == 0
+    assert not (copy / "arms/n0064/DONE.json").exists()
+    assert len((copy / "arms/n0064/metrics.jsonl").read_text().splitlines()) == steps_before
+    result = json.loads((copy / "results.json").read_text())
+    assert "BroRL N=64 (partial)" in [r["method"] for r in result["table1"]]
+    assert [r["N"] for r in result["table2"]] == [16]  # Table 2 only from finished arms
