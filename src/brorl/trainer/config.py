@@ -108,7 +108,7 @@ class TrainConfig:
     )
     entropy_coef: float = option(0.0, help="entropy bonus coefficient (0: off)")
     # --- optimisation
-    lr: float = option(2e-4, help="base learning rate lr_0 (before the square-root rule)")
+    lr: float = option(5e-5, help="base learning rate lr_0 (before the square-root rule)")
     lr_scaling: Literal["sqrt", "none"] = option(
         "sqrt", help="scale lr by sqrt(B·N / (B_0·N_0)) (BroRL's rule) or not"
     )
@@ -120,10 +120,10 @@ class TrainConfig:
     adam_beta2: float = option(0.999, help="AdamW β2")
     grad_clip: float = option(1.0, help="gradient-norm clipping (0: off)")
     # --- run
-    steps: int = option(40, help="RL steps")
+    steps: int = option(160, help="RL steps")
     seed: int = option(0, help="seed of data order, sampling and initialisation")
     eval_every: int = option(
-        10, help="held-out evaluation every K steps, and at the start and end (0: never)"
+        20, help="held-out evaluation every K steps, and at the start and end (0: never)"
     )
     eval_instances: int = option(24, help="held-out instances per task")
     eval_samples: int = option(8, help="samples per held-out instance (paper: 16)")
