@@ -118,6 +118,9 @@ class TrainConfig:
     weight_decay: float = option(0.0, help="AdamW weight decay (ProRL: 0.01)")
     adam_beta1: float = option(0.9, help="AdamW β1")
     adam_beta2: float = option(0.999, help="AdamW β2")
+    adam_eps: float = option(
+        1e-8, help="AdamW ε (PyTorch's default); gradients far below it barely move a weight"
+    )
     grad_clip: float = option(1.0, help="gradient-norm clipping (0: off)")
     # --- run
     steps: int = option(160, help="RL steps")

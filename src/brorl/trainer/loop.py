@@ -138,6 +138,7 @@ class Trainer:
             self.model.parameters(),
             lr=cfg.effective_lr,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay,
         )
         self.step, self.samples, self.wall, self.opt_steps = 0, 0, 0.0, 0
