@@ -13,6 +13,12 @@ Issue "the BroRL trainer" goals, on a tiny Llama-architecture model with random 
 The baseline forwards prompt + response for every rollout and, like TRL, computes logits only for the response
 positions (``logits_to_keep``), so the ratio credits the shared prompt alone, not a cheaper LM head.
 
+- ``linear_macs_ratio``: what the speed-up could be if only the linear layers cost time: their multiply-adds in
+  the plain pass over the shared one (decoder layers and LM head; see :func:`linear_macs_ratio`). The LM head and
+  its log-softmax run once per response token in both passes, so with P = T the ratio is below 2 (1.88 for the
+  default model, whose LM head is 15% of its per-token matmuls). ``fraction_of_linear_bound`` is the measured
+  speed-up over it.
+
     python benchmarks/bench_update.py
     python benchmarks/bench_update.py --n 512 --prompt-len 64 --response-len 64 --repeats 3
 
@@ -54,6 +60,26 @@ def make_group(n: int, prompt_len: int, response_len: int, vocab: int, seed: int
     return prompt, responses, mask
 
 
+def linear_macs_ratio(model, n: int, prompt_len: int, response_len: int) -> float:
+    """Multiply-accumulates in linear layers (the matmuls that dominate the pass), plain over shared, for one group.
+
+    Per token a decoder costs ``layer`` MACs and the LM head ``head``. Plain: N rows of P + T tokens through the
+    decoder, logits at T + 1 positions (``logits_to_keep``). Shared: the prompt once (P tokens, logits at every
+    position), then N rows of T - 1 tokens (token 0 is scored from the prompt's last logits). Forward and backward
+    scale both alike, so the ratio is the speed-up a pass could reach if nothing but these matmuls cost time.
+    """
+    head = model.get_output_embeddings()
+    layers = sum(
+        m.in_features * m.out_features
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not head
+    )
+    vocab_macs = head.in_features * head.out_features
+    plain = n * ((prompt_len + response_len) * layers + (response_len + 1) * vocab_macs)
+    shared = prompt_len * (layers + vocab_macs) + n * (response_len - 1) * (layers + vocab_macs)
+    return plain / shared
+
+
 def train_pass(fn, model, prompt, responses, mask, rows_per_micro: int) -> float:
     """Seconds for one forward + backward over the group with a token-mean loss."""
     total = float(mask.sum())
@@ -89,7 +115,10 @@ def main() -> None:
     ap.add_argument("--response-len", type=int, default=64)
     ap.add_argument("--micro-tokens", type=int, default=1024, help="token budget of one micro-batch")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from brorl.trainer.logprobs import group_logprobs, plain_logprobs
 
     model = tiny_llama()
@@ -97,13 +126,17 @@ def main() -> None:
     rows = max(1, args.micro_tokens // args.response_len)
     plain_rows = max(1, args.micro_tokens // (args.prompt_len + args.response_len))
     train_pass(group_logprobs, model, prompt, responses[:8], mask[:8], rows)  # warm-up
-    shared = min(
-        train_pass(group_logprobs, model, prompt, responses, mask, rows) for _ in range(args.repeats)
-    )
-    plain = min(
-        train_pass(plain_logprobs, model, prompt, responses, mask, plain_rows) for _ in range(args.repeats)
-    )
+    pairs = []  # interleaved, so a change of load hits both passes alike
+    for _ in range(args.repeats):
+        pairs.append(
+            (
+                train_pass(group_logprobs, model, prompt, responses, mask, rows),
+                train_pass(plain_logprobs, model, prompt, responses, mask, plain_rows),
+            )
+        )
+    shared, plain = min(p[0] for p in pairs), min(p[1] for p in pairs)
     tokens = float(mask.sum())
+    bound = linear_macs_ratio(model, args.n, args.prompt_len, args.response_len)
     mem64 = peak_rss_mib(64, args.prompt_len, args.response_len, args.micro_tokens)
     mem1024 = peak_rss_mib(1024, args.prompt_len, args.response_len, args.micro_tokens)
     print(
@@ -117,6 +150,9 @@ def main() -> None:
                 "shared_tokens_per_s": round(tokens / shared, 1),
                 "plain_tokens_per_s": round(tokens / plain, 1),
                 "shared_vs_plain_tokens_per_s": round(plain / shared, 2),
+                "pair_ratios": [round(b / a, 2) for a, b in pairs],
+                "linear_macs_ratio": round(bound, 3),
+                "fraction_of_linear_bound": round(plain / shared / bound, 3),
                 "peak_rss_mib_n64": round(mem64, 1),
                 "peak_rss_mib_n1024": round(mem1024, 1),
                 "peak_mem_ratio": round(mem1024 / mem64, 3),

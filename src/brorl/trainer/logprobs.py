@@ -1,11 +1,19 @@
 """Log-probabilities of a group's responses with the prompt computed once (BRORL.md §7, point 2).
 
 A group is one prompt and R of its responses. ``group_logprobs`` forwards the prompt once with ``use_cache=True``;
-its keys/values and last-position logits then serve every micro-batch of responses, which attend to them through
-the model's own cache (``DynamicCache``). With a gradient, the prompt's cache tensors are detached into leaves;
-each micro-batch's backward accumulates into their ``.grad``, and one final backward carries the sum through the
-prompt's forward. So the prompt costs one forward and one backward per group, not one per response, and peak
-memory is bounded by the micro-batch, not by N.
+its keys/values and last-position logits then serve every micro-batch of responses. With a gradient, the prompt's
+cache tensors are detached into leaves; each micro-batch's backward accumulates into their ``.grad``, and one final
+backward carries the sum through the prompt's forward. So the prompt costs one forward and one backward per group,
+not one per response, and peak memory is bounded by the micro-batch, not by N.
+
+How a micro-batch reads the prompt. For models whose attention layers dispatch through transformers'
+``AttentionInterface`` (Llama, Qwen2/3, Mistral, ...), the response pass swaps in :func:`prefix_attention`: each
+layer's response keys/values are joined to the prompt's and one ``scaled_dot_product_attention`` call runs with
+grouped-query heads (``enable_gqa``) and one (t, P + t) mask shared by all rows (prompt visible, responses causal).
+Through the model's own cache path instead, transformers builds a per-row mask and then, because a mask is
+present, copies every key/value head ``H / Hkv`` times (``repeat_kv``) and sums them back in the backward; that
+cost 5% of the pass in a profile. Models with sliding windows or logit soft-capping use the cache path
+(``DynamicCache``), which is exact for every model.
 
 ``plain_logprobs`` is the reference: prompt and response concatenated and forwarded per row (what frameworks that
 duplicate the prompt N times do). Tests check the two agree.
@@ -20,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["LossFn", "group_logprobs", "pack_rows", "plain_logprobs", "token_logprobs"]
+__all__ = ["LossFn", "PrefixKV", "group_logprobs", "pack_rows", "plain_logprobs", "prefix_attention", "token_logprobs"]
 
 # loss_fn(rows, logp (r, T) with grad, entropy (r, T) or None) -> scalar loss of those rows; ``rows`` indexes the
 # group's rows (an index tensor: rows are packed by length, not in order)
@@ -54,6 +62,78 @@ def _prompt_pass(model, prompt: torch.Tensor):
     return kv, out.logits[:, -1]
 
 
+PREFIX_ATTN = "brorl_training_prefix"
+
+
+class PrefixKV:
+    """The prompt's keys/values per layer, (1, Hkv, P, hd) each, read by every response row of a micro-batch."""
+
+    def __init__(self, kv: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.kv = kv
+        self.mask: torch.Tensor | None = None  # (t, P + t) bool, built once per micro-batch
+
+    def allowed(self, t: int, device: torch.device) -> torch.Tensor:
+        p = self.kv[0][0].shape[2]
+        if self.mask is None or self.mask.shape != (t, p + t):
+            i = torch.arange(t, device=device)[:, None]
+            j = torch.arange(p + t, device=device)[None, :]
+            self.mask = (j < p) | (j - p <= i)  # the whole prompt, then the response causally
+        return self.mask
+
+
+def prefix_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    brorl_prefix: PrefixKV | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """``AttentionInterface`` function of the response pass. query (r, H, t, hd), key/value (r, Hkv, t, hd) of
+    the responses; the prompt's come from ``brorl_prefix``. Returns (r, t, H, hd).
+
+    Responses are right-padded, so the causal mask alone keeps valid tokens off padding (the model's own
+    ``attention_mask`` is not needed); padded positions produce values that the loss never reads.
+    """
+    if brorl_prefix is None:
+        raise RuntimeError("prefix_attention needs the brorl_prefix keyword (use group_logprobs)")
+    r, _, t, _ = query.shape
+    pk, pv = brorl_prefix.kv[module.layer_idx]
+    k = torch.cat([pk.expand(r, -1, -1, -1), key], dim=2)
+    v = torch.cat([pv.expand(r, -1, -1, -1), value], dim=2)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        k,
+        v,
+        attn_mask=brorl_prefix.allowed(t, query.device),
+        dropout_p=dropout if module.training else 0.0,
+        scale=scaling,
+        enable_gqa=True,
+    )
+    return out.transpose(1, 2), None
+
+
+def _prefix_attention_ok(model) -> bool:
+    """Whether the response pass can use :func:`prefix_attention` (else the model's cache path)."""
+    config = model.config
+    if getattr(config, "sliding_window", None) is not None or getattr(config, "use_sliding_window", False):
+        return False
+    if any(getattr(config, k, None) for k in ("attn_logit_softcapping", "final_logit_softcapping")):
+        return False
+    layers = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "config")]
+    if not layers:
+        return False
+    try:
+        from transformers import AttentionInterface
+    except ImportError:
+        return False
+    AttentionInterface.register(PREFIX_ATTN, prefix_attention)
+    return True
+
+
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
     """Right-pad (r, t) with zeros to (r, width), keeping the graph: loss functions index the group's full width."""
     return x if x.shape[1] == width else torch.nn.functional.pad(x, (0, width - x.shape[1]))
@@ -68,21 +148,32 @@ def _response_pass(model, kv, last_logits, prompt_len, ids, mask, temperature, w
     from transformers import DynamicCache
 
     r, t = ids.shape
-    first = last_logits.expand(r, -1)  # (r, V)
-    logp = token_logprobs(first, ids[:, 0], temperature)[:, None]  # (r, 1)
+    # token 0 of every row is scored by the one prompt distribution: one log-softmax over V, then a gather (a
+    # log-softmax of the (r, V) expansion costs r times that, forward and backward)
+    first = torch.log_softmax(last_logits.float() / temperature, dim=-1)  # (1, V)
+    logp = first[0, ids[:, 0]][:, None]  # (r, 1)
     ent = _entropy(last_logits, temperature).expand(r)[:, None] if want_entropy else None
     if t == 1:
         return logp, ent
-    cache = DynamicCache(ddp_cache_data=[(k.expand(r, -1, -1, -1), v.expand(r, -1, -1, -1)) for k, v in kv])
-    attn = torch.cat([mask.new_ones((r, prompt_len)), mask[:, :-1]], dim=1).long()
     pos = torch.arange(prompt_len, prompt_len + t - 1, device=ids.device)[None].expand(r, t - 1)
-    out = model(
-        input_ids=ids[:, :-1],
-        attention_mask=attn,
-        position_ids=pos,
-        use_cache=True,
-        **{_cache_kwarg(model): cache},
-    )
+    if isinstance(kv, PrefixKV):
+        config = model.config
+        previous = config._attn_implementation
+        config._attn_implementation = PREFIX_ATTN
+        try:
+            out = model(input_ids=ids[:, :-1], position_ids=pos, use_cache=False, brorl_prefix=kv)
+        finally:
+            config._attn_implementation = previous
+    else:
+        cache = DynamicCache(ddp_cache_data=[(k.expand(r, -1, -1, -1), v.expand(r, -1, -1, -1)) for k, v in kv])
+        attn = torch.cat([mask.new_ones((r, prompt_len)), mask[:, :-1]], dim=1).long()
+        out = model(
+            input_ids=ids[:, :-1],
+            attention_mask=attn,
+            position_ids=pos,
+            use_cache=True,
+            **{_cache_kwarg(model): cache},
+        )
     logp = torch.cat([logp, token_logprobs(out.logits, ids[:, 1:], temperature)], dim=1)  # (r, T)
     if want_entropy:
         ent = torch.cat([ent, _entropy(out.logits, temperature)], dim=1)
@@ -118,6 +209,7 @@ def group_logprobs(
     rows_per_micro: int = 64,
     want_entropy: bool = False,
     loss_fn: LossFn | None = None,
+    attention: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs of R responses to one prompt, the prompt forwarded once.
 
@@ -133,6 +225,8 @@ def group_logprobs(
         loss_fn: with a gradient: called per micro-batch as ``loss_fn(rows, logp, entropy)``; its scalar is
             back-propagated (into the model's ``.grad``), then the prompt's share once at the end. Without it the
             pass runs under ``torch.no_grad``.
+        attention: how response rows read the prompt's keys/values: ``"prefix"`` (:func:`prefix_attention`),
+            ``"cache"`` (the model's own cache path) or ``"auto"`` (prefix where the model supports it).
 
     Returns:
         logp (R, T) float32 detached (0 on padding), entropy (R, T) or None.
@@ -143,6 +237,15 @@ def group_logprobs(
         )
     if rows_per_micro < 1:
         raise ValueError(f"rows_per_micro must be >= 1, got {rows_per_micro}")
+    if attention not in ("auto", "prefix", "cache"):
+        raise ValueError(f"attention must be 'auto', 'prefix' or 'cache', got {attention!r}")
+    use_prefix = attention != "cache" and _prefix_attention_ok(model)
+    if attention == "prefix" and not use_prefix:
+        raise ValueError(
+            f"{type(model).__name__} cannot use prefix attention (sliding window, soft-capping or no "
+            "AttentionInterface layers); use attention='cache'"
+        )
+    wrap = PrefixKV if use_prefix else (lambda kv: kv)
     device = next(model.parameters()).device
     prompt, responses, mask = prompt.to(device), responses.to(device), mask.to(device)
     lengths = mask.sum(1).cpu()
@@ -153,6 +256,7 @@ def group_logprobs(
     if loss_fn is None:
         with torch.no_grad():
             kv, last = _prompt_pass(model, prompt)
+            kv = wrap(kv)
             for rows in batches:
                 t = max(int(lengths[rows].max()), 1)  # trim each micro-batch to its own longest row
                 ids, m = responses[rows, :t], mask[rows, :t]
@@ -164,7 +268,7 @@ def group_logprobs(
     kv, last = _prompt_pass(model, prompt)
     roots = [t for pair in kv for t in pair] + [last]
     leaves = [t.detach().requires_grad_(True) for t in roots]
-    kv_leaves = [(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(kv))]
+    kv_leaves = wrap([(leaves[2 * i], leaves[2 * i + 1]) for i in range(len(kv))])
     for rows in batches:
         t = max(int(lengths[rows].max()), 1)
         ids, m = responses[rows, :t], mask[rows, :t]
