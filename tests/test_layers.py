@@ -18,6 +18,8 @@ FORBIDDEN = {
     "data": ("brorl.trainer", "brorl.rollout", "brorl.rewards", "brorl.commands", "brorl.cli"),
     "rollout": ("brorl.trainer", "brorl.rewards", "brorl.commands", "brorl.cli"),
     "eval": ("brorl.trainer", "brorl.commands", "brorl.cli"),
+    "models": ("brorl.sft", "brorl.default_policy", "brorl.trainer", "brorl.rollout", "brorl.rewards",
+               "brorl.commands", "brorl.cli"),
     "trainer": ("brorl.commands", "brorl.cli"),
 }
 

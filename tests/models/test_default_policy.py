@@ -7,8 +7,8 @@ import json
 import pytest
 
 import brorl.sft
-from brorl.models import default as default_mod
-from brorl.models import default_policy_path
+from brorl import default_policy as default_mod
+from brorl.default_policy import default_policy_path
 
 
 @pytest.fixture

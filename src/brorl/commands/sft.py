@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_default(args: argparse.Namespace) -> int:
-    from brorl.models import build_default_policy
+    from brorl.default_policy import build_default_policy
     from brorl.sft import SFTConfig
 
     if args.preset:

@@ -33,7 +33,7 @@ class Components:
 def resolve_model_path(model: str) -> Path:
     """'default' → the cached tiny default policy (built on first use); otherwise a model directory."""
     if model == "default":
-        from brorl.models import default_policy_path
+        from brorl.default_policy import default_policy_path
 
         return default_policy_path(build_if_missing=True, quiet=False)
     path = Path(model).expanduser()

@@ -1,5 +1,13 @@
 """The cached default policy: a tiny Llama trained from scratch by ``brorl sft`` on the ``tiny-default`` mixture.
 
+This module sits above both ``brorl.models`` and ``brorl.sft`` (building the policy needs the SFT trainer), so
+the model layer stays free of training code.
+
+    from brorl.default_policy import default_policy_path
+    from brorl.models import load_causal_lm, load_tokenizer
+    path = default_policy_path()            # builds ~/.cache/brorl/default-policy on first use
+    model, tok = load_causal_lm(path), load_tokenizer(path)
+
 It lives in ``$BRORL_CACHE_DIR/default-policy`` (``~/.cache/brorl/default-policy`` when the variable is unset),
 is built on first use by :func:`default_policy_path`, and rebuilt by ``brorl sft --default``. The recipe is the
 preset ``brorl/configs/sft-default.toml``. A build trains in a temporary sibling directory that is renamed into
@@ -15,6 +23,8 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+__all__ = ["DEFAULT_POLICY_NAME", "build_default_policy", "cache_dir", "default_policy_path"]
 
 DEFAULT_POLICY_NAME = "default-policy"
 PRESET = "sft-default"
@@ -59,8 +69,8 @@ def build_default_policy(
 
     Returns the cache path. The previous build, if any, stays in place until the new one is complete.
     """
+    from brorl import sft
     from brorl.config import build, load_preset
-    from brorl.sft import SFTConfig, run_sft
 
     path = cache_dir() / DEFAULT_POLICY_NAME
     values = {
@@ -70,10 +80,10 @@ def build_default_policy(
         "overwrite": True,
         "model": None,
     }
-    cfg = build(SFTConfig, values, origin="sft-default preset")
+    cfg = build(sft.SFTConfig, values, origin="sft-default preset")
     lock = contextlib.nullcontext() if _locked else _build_lock(path)
     with lock:
-        run_sft(
+        sft.run_sft(
             cfg,
             title="brorl default policy (tiny Llama)",
             quiet=quiet,
