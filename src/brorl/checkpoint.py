@@ -75,8 +75,13 @@ def save_checkpoint(
     reference_state: dict[str, torch.Tensor] | None = None,
     keep_last: int = 3,
     extra_meta: dict[str, Any] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and keep the newest ``keep_last`` (0 keeps all). Returns its path."""
+    """Write checkpoint ``step`` atomically and keep the newest ``keep_last`` (0 keeps all). Returns its path.
+
+    ``model_state`` replaces ``model.state_dict()`` for the policy: the full weights of a sharded (FSDP) model,
+    gathered beforehand, so the saved policy is the ordinary unsharded one.
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     for stray in root.glob(".tmp-*"):
@@ -84,7 +89,10 @@ def save_checkpoint(
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-step_{step:06d}-{os.getpid()}"
     tmp.mkdir()
-    model.save_pretrained(tmp / "policy", safe_serialization=True)
+    if model_state is None:
+        model.save_pretrained(tmp / "policy", safe_serialization=True)
+    else:
+        model.save_pretrained(tmp / "policy", safe_serialization=True, state_dict=model_state)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / "policy")
     if reference_state is not None:

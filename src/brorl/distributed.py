@@ -16,6 +16,9 @@ This module owns the process group and the few collectives the trainer needs; th
   of group records between ranks, and the gradient all-reduce. With one process every collective is a no-op, so
   the trainer has one code path.
 - ``batch_plan`` and ``shard`` are the pure rules for who does what; ``combine_metrics`` merges per-rank metrics.
+
+Sharding the model itself across the ranks (``--sharding fsdp``, FSDP2) lives in ``brorl.sharding``; it replaces
+the gradient all-reduce by a reduce-scatter and uses the same process group.
 """
 
 from __future__ import annotations

@@ -140,6 +140,11 @@ class TrainConfig:
     progress: bool = option(True, help="show a live progress display")
     threads: int = option(0, help="torch CPU threads (0: torch's default)")
     device: str = option("auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    sharding: Literal["none", "fsdp"] = option(
+        "none",
+        help="multi-process runs: 'none' keeps a full copy of the model and optimizer on every rank; 'fsdp' shards "
+        "parameters, gradients, AdamW state and the reference across ranks (FSDP2; docs/distributed.md)",
+    )
 
     def __post_init__(self) -> None:
         positive = (

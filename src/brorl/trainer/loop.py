@@ -18,6 +18,11 @@ every rank makes the same dynamic-sampling decisions and keeps the same batch an
 the batch is then re-split across ranks for the update (group records move only to the rank that trains on
 them), advantages are whitened over the global batch, the loss is divided by the global token count and the
 gradients are summed across ranks. Only rank 0 logs and writes checkpoints.
+
+With ``--sharding fsdp`` (``brorl.sharding``) the policy, its gradients, the AdamW state and the reference are
+sharded across ranks: each phase that runs the model (generation rounds, old and reference log-probs, a
+mini-batch's training passes, evaluation) is wrapped in ``gathered(model)``, which every rank enters at the same
+point, and a mini-batch's gradients are reduce-scattered once before clipping. Without it those are no-ops.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from brorl.algo.losses import truncated_is_weights
 from brorl.algo.schedule import warmup_factor
 from brorl.config import ConfigError
 from brorl.distributed import Dist, batch_plan, combine_metrics, shard
+from brorl.sharding import gathered
 from brorl.trainer.config import TrainConfig
 from brorl.trainer.logprobs import group_logprobs
 from brorl.trainer.stream import Group, ProblemStream
@@ -123,6 +129,12 @@ class Trainer:
                 f"--prompts-per-step ({cfg.prompts_per_step}) must be divisible by the number of ranks "
                 f"({self.dist.world_size}) so every rank trains on the same number of prompts; change one of them"
             )
+        self.fsdp = cfg.sharding == "fsdp"
+        if self.fsdp and not self.dist.enabled:
+            raise ConfigError(
+                "--sharding fsdp shards the model across processes and needs at least 2: launch with "
+                "torchrun --nproc_per_node K (K >= 2), or use --sharding none for one process"
+            )
         self.console = console if self.dist.is_main else None
         if cfg.prompts_per_step // cfg.mini_batches < self.dist.world_size:
             self._say(
@@ -134,6 +146,11 @@ class Trainer:
         self.model, self.tokenizer = self.c.model, self.c.tokenizer
         self.stream = ProblemStream(self.c.train_problems, cfg.seed)
         self.ref_model = self._make_reference() if cfg.kl_coef > 0 else None
+        ckpt = self._checkpoint_to_resume(resume) if resume is not None else None
+        if ckpt is not None:
+            self._load_weights(ckpt)  # into the full model, before any sharding
+        if self.fsdp:
+            self._shard()
         self.opt = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.effective_lr,
@@ -146,8 +163,8 @@ class Trainer:
         self.held: dict[int, Group] = {}  # this rank's group records (its surplus, this step's), by key
         self.pass_rate_ema = 0.5
         self.short_batches = 0
-        if resume is not None:
-            self._restore(resume)
+        if ckpt is not None:
+            self._load_state(ckpt)
         from brorl.tracking import Tracker
 
         self.tracker = Tracker(
@@ -198,16 +215,17 @@ class Trainer:
         kept = [r for r in self.surplus if self.step - r.step <= cfg.max_surplus_age]
         st.dropped_stale, st.from_surplus = len(self.surplus) - len(kept), len(kept)
         self.surplus = []
-        while len(kept) < need and st.rounds <= cfg.max_refill_rounds:
-            missing = need - len(kept)
-            # refills ask for enough prompts to fill the gap at the recent pass rate (at most 4× the gap)
-            k = (
-                missing
-                if st.rounds == 0
-                else min(4 * missing, math.ceil(missing / max(self.pass_rate_ema, 0.25)))
-            )
-            kept += self._round(self.stream.take(k), st)
-            st.rounds += 1
+        with gathered(self.model):  # FSDP: full weights for generation on every rank, rounds in lock-step
+            while len(kept) < need and st.rounds <= cfg.max_refill_rounds:
+                missing = need - len(kept)
+                # refills ask for enough prompts to fill the gap at the recent pass rate (at most 4× the gap)
+                k = (
+                    missing
+                    if st.rounds == 0
+                    else min(4 * missing, math.ceil(missing / max(self.pass_rate_ema, 0.25)))
+                )
+                kept += self._round(self.stream.take(k), st)
+                st.rounds += 1
         if len(kept) > need:
             self.surplus = kept[need:] if cfg.keep_surplus else []
             kept = kept[:need]
@@ -440,15 +458,17 @@ class Trainer:
         if self.cfg.reuse_rollout_logprobs:
             return [(g.rollout_logp, None) for g in groups]
         out = []
-        for g in groups:
-            lp = self._scored_logprobs(self.model, g)
-            out.append((lp, truncated_is_weights(lp, g.rollout_logp, g.mask, self.cfg.tis_cap)))
+        with gathered(self.model):
+            for g in groups:
+                lp = self._scored_logprobs(self.model, g)
+                out.append((lp, truncated_is_weights(lp, g.rollout_logp, g.mask, self.cfg.tis_cap)))
         return out
 
     def _reference_logprobs(self, groups: list[Group]) -> list[torch.Tensor | None]:
         if self.ref_model is None:
             return [None] * len(groups)
-        return [self._scored_logprobs(self.ref_model, g) for g in groups]
+        with gathered(self.ref_model):
+            return [self._scored_logprobs(self.ref_model, g) for g in groups]
 
     def _scored_logprobs(self, model, g: Group) -> torch.Tensor:
         """(N, T_g) log-probs of a group's responses under ``model`` at the training temperature, no gradient."""
@@ -469,7 +489,8 @@ class Trainer:
         """One optimizer step on a mini-batch of groups; the loss is normalised by its global token count.
 
         In a distributed run ``groups`` is this rank's part of the mini-batch (possibly none): the denominators are
-        taken over all ranks, and the gradients summed across ranks before clipping.
+        taken over all ranks, and the gradients summed across ranks before clipping (all-reduced; with FSDP
+        reduce-scattered, each rank keeping its shard).
         """
         d = self.dist
         counts = d.sum(
@@ -482,21 +503,25 @@ class Trainer:
         device = next(self.model.parameters()).device
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        for g, a, (old_lp, is_w), ref_lp in zip(groups, advs, olds, refs, strict=True):
-            ctx = _MicroCtx(g, a, old_lp, is_w, ref_lp, device, denominators)
-            group_logprobs(
-                self.model,
-                g.prompt_ids,
-                g.response_ids,
-                g.mask,
-                temperature=self.cfg.temperature,
-                rows_per_micro=self._rows_per_micro(g),
-                want_entropy=self.cfg.entropy_coef > 0,  # the full entropy costs a pass over V per token
-                loss_fn=functools.partial(self._micro_loss, ctx, sums),
-            )
-        d.all_reduce_gradients(
-            self.model.parameters()
-        )  # summed: each rank's loss already has the global divisor
+        # FSDP: full weights for this mini-batch; no collective inside, whatever this rank's number of passes
+        with gathered(self.model) as phase:
+            for g, a, (old_lp, is_w), ref_lp in zip(groups, advs, olds, refs, strict=True):
+                ctx = _MicroCtx(g, a, old_lp, is_w, ref_lp, device, denominators)
+                group_logprobs(
+                    self.model,
+                    g.prompt_ids,
+                    g.response_ids,
+                    g.mask,
+                    temperature=self.cfg.temperature,
+                    rows_per_micro=self._rows_per_micro(g),
+                    want_entropy=self.cfg.entropy_coef > 0,  # the full entropy costs a pass over V per token
+                    loss_fn=functools.partial(self._micro_loss, ctx, sums),
+                )
+            # summed: each rank's loss already has the global divisor
+            if self.fsdp:
+                phase.reduce_scatter_gradients(d.sum)  # once per optimizer step; each rank keeps its shard
+            else:
+                d.all_reduce_gradients(self.model.parameters())
         self._apply_gradients(sums)
         self.model.eval()
 
@@ -546,6 +571,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a replicated DTensor
         if not torch.isfinite(norm):
             self.opt.zero_grad(
                 set_to_none=True
@@ -583,25 +609,37 @@ class Trainer:
         )
         part = shard(len(self.c.eval_problems), self.dist.rank, self.dist.world_size)
         records = []
-        if part.stop > part.start:
-            records = evaluate_problems(
-                self.c.eval_problems[part],
-                self.c.eval_prompts[part],
-                _KeyOffset(self.c.engine, part.start),
-                self.c.pool,
-                cfg.eval_samples,
-                params,
-                prompts_per_call=16,
-            )
+        with gathered(self.model):  # every rank, also one with no instance: FSDP gathers collectively
+            if part.stop > part.start:
+                records = evaluate_problems(
+                    self.c.eval_problems[part],
+                    self.c.eval_prompts[part],
+                    _KeyOffset(self.c.engine, part.start),
+                    self.c.pool,
+                    cfg.eval_samples,
+                    params,
+                    prompts_per_call=16,
+                )
         records = [r for rank_records in self.dist.all_gather_object(records) for r in rank_records]
         return summary_metrics(records) | {"perf/eval_seconds": time.perf_counter() - t0}
 
     def checkpoint(self) -> Path | None:
-        """Save the run (rank 0 writes; every rank sends it its surplus records). Returns the path on rank 0."""
+        """Save the run (rank 0 writes; every rank sends it its surplus records). Returns the path on rank 0.
+
+        With FSDP every rank first takes part in gathering the full (unsharded) policy, optimizer state and
+        reference on rank 0, which writes them in the format of an unsharded run.
+        """
         from brorl.checkpoint import save_checkpoint
 
         d = self.dist
         parts = d.gather_object([self.held[r.key] for r in self.surplus if r.home == d.rank])
+        policy_state = optim_state = ref = None
+        if self.fsdp:
+            from brorl.sharding import full_model_state, full_optimizer_state
+
+            policy_state = full_model_state(self.model)
+            optim_state = full_optimizer_state(self.model, self.opt)
+            ref = None if self.ref_model is None else full_model_state(self.ref_model)
         if not d.is_main:
             d.barrier()
             return None
@@ -611,7 +649,7 @@ class Trainer:
             "samples": self.samples,
             "wall": self.wall,
             "opt_steps": self.opt_steps,
-            "optimizer": self.opt.state_dict(),
+            "optimizer": optim_state if self.fsdp else self.opt.state_dict(),
             "stream_position": self.stream.position,
             "surplus": surplus,
             "pass_rate_ema": self.pass_rate_ema,
@@ -619,7 +657,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "config": self._config_dict(),
         }
-        ref = None if self.ref_model is None else self.ref_model.state_dict()
+        if not self.fsdp:
+            ref = None if self.ref_model is None else self.ref_model.state_dict()
         path = save_checkpoint(
             self.cfg.out,
             self.step,
@@ -628,17 +667,24 @@ class Trainer:
             trainer_state=state,
             reference_state=ref,
             keep_last=self.cfg.keep_checkpoints,
+            model_state=policy_state,
         )
         d.barrier()  # no rank runs ahead (or exits) before the checkpoint is on disk
         return path
 
-    def _restore(self, run_dir: Path) -> None:
-        from brorl.checkpoint import latest_checkpoint, load_reference_state, load_trainer_state
+    def _checkpoint_to_resume(self, run_dir: Path) -> Path:
+        from brorl.checkpoint import latest_checkpoint
 
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise FileNotFoundError(f"no complete checkpoint under {run_dir}/checkpoints to resume from")
+        return ckpt
+
+    def _load_weights(self, ckpt: Path) -> None:
+        """The policy's and the reference's weights from a checkpoint, into the full (not yet sharded) models."""
         from safetensors.torch import load_file
+
+        from brorl.checkpoint import load_reference_state
 
         weights = {}
         for f in sorted((ckpt / "policy").glob("*.safetensors")):
@@ -648,8 +694,21 @@ class Trainer:
             raise ValueError(f"checkpoint {ckpt} lacks weights {missing[:5]}; is it from another model?")
         if "lm_head.weight" in missing and getattr(self.model.config, "tie_word_embeddings", False):
             self.model.tie_weights()
+        ref = load_reference_state(ckpt)
+        if self.ref_model is not None and ref is not None:
+            self.ref_model.load_state_dict(ref, strict=False)
+
+    def _load_state(self, ckpt: Path) -> None:
+        """Optimizer, counters, surplus groups and RNG from a checkpoint (after the optimizer is built)."""
+        from brorl.checkpoint import load_trainer_state
+
         state = load_trainer_state(ckpt)
-        self.opt.load_state_dict(state["optimizer"])
+        if self.fsdp:  # the full state on every rank; each keeps its shard
+            from brorl.sharding import load_optimizer_state
+
+            load_optimizer_state(self.model, self.opt, state["optimizer"])
+        else:
+            self.opt.load_state_dict(state["optimizer"])
         self.step, self.samples, self.wall = state["step"], state["samples"], state["wall"]
         self.opt_steps, self.stream.position = state["opt_steps"], state["stream_position"]
         # every rank reads the same surplus records and holds every world_size-th one
@@ -659,10 +718,20 @@ class Trainer:
         self.pass_rate_ema = state["pass_rate_ema"]
         self.short_batches = state.get("short_batches", 0)
         torch.set_rng_state(state["torch_rng"])
-        ref = load_reference_state(ckpt)
-        if self.ref_model is not None and ref is not None:
-            self.ref_model.load_state_dict(ref, strict=False)
         self._say(f"resumed from {ckpt} at step {self.step}")
+
+    def _shard(self) -> None:
+        """FSDP: shard the policy and the reference (one unit per decoder layer plus the root) across the ranks."""
+        from brorl.sharding import shard_model
+
+        d = self.dist
+        shard_model(self.model, d.device, d.world_size)
+        if self.ref_model is not None:
+            shard_model(self.ref_model, d.device, d.world_size)
+        self._say(
+            f"FSDP: policy{' and reference' if self.ref_model is not None else ''} sharded over {d.world_size} "
+            "ranks; full weights are gathered for generation and each mini-batch's passes"
+        )
 
     def _make_reference(self):
         ref = copy.deepcopy(self.model).eval()
