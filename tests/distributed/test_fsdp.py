@@ -216,6 +216,7 @@ def test_fsdp_sharded_evaluation_and_a_short_batch_match_one_process(digit, tmp_
 def test_fsdp_in_one_process_is_refused(digit, tmp_path, capsys):
     assert main(_argv(digit, tmp_path / "run", "--steps", "1", "--sharding", "fsdp")) == 2
     assert "needs at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def _llama(digit: Path):

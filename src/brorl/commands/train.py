@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from brorl.trainer.progress import TrainProgress
 
     cfg = resolve_config(args)
-    rank = launch_env().rank  # checks a torchrun environment before anything is written
+    env = launch_env()  # checks a torchrun environment before anything is written
+    rank = env.rank
+    _check_world(cfg, env.world_size)
     console = Console(quiet=rank != 0)  # rank 0 speaks for the job
     out = Path(cfg.out)
     if args.resume is None and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
@@ -91,14 +93,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _init_distributed(cfg):
-    """Join the torchrun job, if any; checks that need the world size come before the process group opens."""
-    from brorl.distributed import init_distributed, launch_env
-
-    world = launch_env().world_size
+def _check_world(cfg, world: int) -> None:
+    """Settings that depend on the number of ranks, checked before anything is written or any group opens."""
     if cfg.prompts_per_step % world:
         raise ConfigError(
             f"--prompts-per-step ({cfg.prompts_per_step}) must be divisible by the number of ranks ({world}) so "
             "every rank trains on the same number of prompts; change one of them"
         )
+    if cfg.sharding == "fsdp" and world < 2:
+        raise ConfigError(
+            "--sharding fsdp shards the model across processes and needs at least 2: launch with "
+            "torchrun --nproc_per_node K (K >= 2), or use --sharding none for one process"
+        )
+
+
+def _init_distributed(cfg):
+    """Join the torchrun job, if any."""
+    from brorl.distributed import init_distributed
+
     return init_distributed(cfg.device)
