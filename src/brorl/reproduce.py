@@ -27,10 +27,11 @@ The pipeline, as functions (the command only parses and calls :func:`reproduce`)
 Resumable: stage 1 and each arm have their own run directory with a ``DONE.json`` marker. Rerunning the same
 command skips finished stages and resumes a stopped one from its newest checkpoint (the trainer's exact resume).
 
-Workarounds (the trainer and evaluation modules are not this module's to change): ``Trainer.run`` trains to a
-fixed step count, so the arms drive ``Trainer.train_step`` themselves and log through ``trainer.tracker``;
-``Trainer.evaluate`` only knows the training tasks, so evaluation calls ``brorl.eval.runner.evaluate_problems``
-with the trainer's engine and scorer on our own problem list.
+How it uses the trainer: ``Trainer.run`` trains to a fixed step count, while the stages stop by their own rules
+(plateau, token budget), so they drive ``Trainer.train_step`` one step at a time and log through
+``trainer.tracker``. ``Trainer.evaluate`` scores the training tasks' held-out split; the reproduction also scores
+unseen tasks, so it calls ``brorl.eval.runner.evaluate_problems`` with the trainer's engine and scorer on its own
+problem list.
 """
 
 from __future__ import annotations
