@@ -9,9 +9,11 @@ from brorl.rollout import (
     HFRolloutEngine,
     RolloutBackend,
     SamplingParams,
+    attention,
     plan_chunks,
     process_logits,
 )
+from brorl.rollout.attention import suffix_block_size
 
 PROMPTS = ["Q: what is 3+4? A:", "Q: 12*7", "Q: what is 99-1 minus 5? A:"]  # three different lengths
 MODES = ["shared", "expand"]
@@ -256,3 +258,55 @@ def test_plan_chunks_respects_budget_and_covers_every_rollout_once(
     for chunk in chunks:
         assert sum(e - s for _, s, e in chunk) <= max_seqs
         assert sum(lengths[b] + (e - s) * new for b, s, e in chunk) <= max_tokens
+
+
+def test_suffix_block_size():
+    assert [suffix_block_size(m) for m in (1, 10, 16, 17, 64, 256, 512, 1024, 4096)] == [
+        1,
+        10,
+        16,
+        16,
+        16,
+        16,
+        32,
+        64,
+        128,
+    ]
+
+
+@pytest.mark.parametrize("block", [3, 16])
+def test_many_suffix_blocks_with_compaction_match_recompute_and_budgets(
+    tiny_model, tiny_tokenizer, monkeypatch, block
+):
+    """Responses spanning several suffix blocks, rows dropped mid-block: log-probs still equal a teacher-forced
+    recompute and samples do not depend on the chunk budget."""
+    monkeypatch.setattr(attention, "suffix_block_size", lambda max_suffix: block)
+    params = SamplingParams(max_new_tokens=40, temperature=1.0, seed=5, stop_token_ids=(30, 31, 40, 41))
+    runs = [
+        HFRolloutEngine(tiny_model, tiny_tokenizer, max_seqs=m).generate(PROMPTS, 4, params) for m in (64, 5)
+    ]
+    batch = runs[0]
+    lengths = batch.response_lengths
+    assert len(set(lengths.tolist())) > 2 and int(lengths.max()) > 2 * block  # compaction, several blocks
+    assert torch.equal(runs[1].response_ids, batch.response_ids)
+    for row in range(batch.response_ids.shape[0]):
+        length = int(lengths[row])
+        prompt = batch.prompt_ids[int(batch.group_index[row])]
+        lp, raw = _recompute(tiny_model, prompt, batch.response_ids[row, :length], 1.0, 0, 1.0)
+        assert torch.allclose(batch.logprobs[row, :length], lp, atol=1e-4)
+        assert torch.allclose(batch.raw_logprobs[row, :length], raw, atol=1e-4)
+
+
+def test_bfloat16_model_runs_in_shared_mode(tiny_model, tiny_tokenizer):
+    """The merged prefix/suffix softmax keeps its normalisers in float32, so a bf16 model matches its own
+    teacher-forced recompute to bf16 precision (padded prompts, several blocks, rows dropped)."""
+    import copy
+
+    model = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, seed=2, stop_token_ids=(30, 31, 40, 41))
+    batch = HFRolloutEngine(model, tiny_tokenizer, kv_mode="shared", max_seqs=5).generate(PROMPTS, 3, params)
+    for row in range(batch.response_ids.shape[0]):
+        length = int(batch.response_lengths[row])
+        prompt = batch.prompt_ids[int(batch.group_index[row])]
+        lp, _ = _recompute(model, prompt, batch.response_ids[row, :length], 1.0, 0, 1.0)
+        assert torch.allclose(batch.logprobs[row, :length], lp, atol=0.05)

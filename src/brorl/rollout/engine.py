@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from brorl.rollout.attention import ATTN_NAME, SharedPrefixKV, register
-from brorl.rollout.sampling import counter_uniforms, sample_tokens
+from brorl.rollout.sampling import SamplingWorkspace, counter_uniforms, sample_tokens
 from brorl.rollout.types import FinishReason, Prompt, RolloutBatch, RolloutStats, SamplingParams
 
 KV_MODES = ("auto", "shared", "expand")
@@ -150,9 +150,14 @@ class HFRolloutEngine:
         stats = RolloutStats(num_prompts=len(prompt_ids), num_samples=len(prompt_ids) * n, chunks=len(chunks))
         stop_ids = self._stop_token_ids(params)
         results = []
+        # Buffers reused by every step and chunk of this call, freed when it returns: the sampler's (S, V)
+        # intermediates and the suffix KV stores (a fresh allocation per step or chunk costs page faults).
+        workspace, pool = SamplingWorkspace(), {}
         with torch.inference_mode(), self._attention():
             for pieces in chunks:
-                results.append(self._run_chunk(pieces, prompt_ids, keys, params, stop_ids, stats))
+                results.append(
+                    self._run_chunk(pieces, prompt_ids, keys, params, stop_ids, stats, workspace, pool)
+                )
         batch = self._assemble(results, prompt_ids, n, stats)
         stats.seconds = time.perf_counter() - t0
         return batch
@@ -217,6 +222,8 @@ class HFRolloutEngine:
         params: SamplingParams,
         stop_ids: torch.Tensor,
         stats: RolloutStats,
+        workspace: SamplingWorkspace,
+        pool: dict,
     ) -> _ChunkResult:
         """Prefill the chunk's prompts once, then decode all its rollouts; returns their tokens and log-probs."""
         t0 = time.perf_counter()
@@ -226,7 +233,7 @@ class HFRolloutEngine:
         row_sample = torch.cat([torch.arange(s, e) for _, s, e in pieces])  # (R,)
         row_key = torch.tensor([keys[b] for b, _, _ in pieces])[row_group]  # (R,)
         runner_cls = _SharedRunner if self.kv_mode == "shared" else _ExpandRunner
-        runner = runner_cls(self.model, self.device, self.pad_token_id, params.max_new_tokens)
+        runner = runner_cls(self.model, self.device, self.pad_token_id, params.max_new_tokens, pool)
         logits = runner.prefill(prompts, lengths, row_group)  # (R, V)
         stats.prompt_tokens += int(lengths.sum())
         t1 = time.perf_counter()
@@ -240,7 +247,12 @@ class HFRolloutEngine:
         for t in range(t_max):
             u = counter_uniforms(params.seed, row_key[active], row_sample[active], t)
             tok, lp, raw = sample_tokens(
-                logits, u, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p
+                logits,
+                u,
+                temperature=params.temperature,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                workspace=workspace,
             )
             rows = active[live]
             res.record(rows, t, tok[live], lp[live], raw[live])
@@ -350,8 +362,8 @@ class _ChunkResult:
 class _SharedRunner:
     """Model calls in shared mode: prompt KV once per prompt, shared-prefix attention at decode."""
 
-    def __init__(self, model, device: torch.device, pad: int, max_new_tokens: int) -> None:
-        self.model, self.device, self.pad, self.max_new = model, device, pad, max_new_tokens
+    def __init__(self, model, device: torch.device, pad: int, max_new_tokens: int, pool: dict) -> None:
+        self.model, self.device, self.pad, self.max_new, self.pool = model, device, pad, max_new_tokens, pool
         self.kv: SharedPrefixKV | None = None
 
     def prefill(
@@ -365,7 +377,7 @@ class _SharedRunner:
         bias = torch.zeros((g, p), device=self.device)
         bias[torch.arange(p)[None, :] >= lengths[:, None]] = float("-inf")  # prompt padding
         self.kv = SharedPrefixKV(
-            self.model.config.num_hidden_layers, self.max_new, row_group.to(self.device), bias
+            self.model.config.num_hidden_layers, self.max_new, row_group.to(self.device), bias, pool=self.pool
         )
         last = lengths - 1
         keep = torch.unique(last)  # only positions some prompt ends at reach the LM head
@@ -398,7 +410,7 @@ class _SharedRunner:
 class _ExpandRunner:
     """Model calls in expand mode: the model's own cache, the prompt's rows copied once per rollout."""
 
-    def __init__(self, model, device: torch.device, pad: int, max_new_tokens: int) -> None:
+    def __init__(self, model, device: torch.device, pad: int, max_new_tokens: int, pool: dict) -> None:
         from transformers import DynamicCache
 
         self.model, self.device, self.pad = model, device, pad
