@@ -8,9 +8,10 @@ import torch
 
 from brorl.theory import mass_balance
 from brorl.theory.simulator import (
+    _batch,
     _batch_terms,
-    _draw_counts,
     _paper_grad,
+    _Sampler,
     _theorem_step,
     initial_logits,
     simulate,
@@ -25,18 +26,23 @@ def _random_policy(rows: int, vocab: int, seed: int):
     return z, torch.softmax(z, -1)
 
 
+def _draw(p: torch.Tensor, ns: list[int], seeds: list[int]):
+    """One step's draws for the rows of ``p`` and their dense (R, V) counts."""
+    R, V = p.shape
+    draws = _Sampler(ns, [np.random.default_rng(s) for s in seeds], V)(p)
+    counts = np.zeros(R * V, dtype=np.int64)
+    counts[draws[0]] = draws[1]
+    return draws, torch.from_numpy(counts.reshape(R, V))
+
+
 def test_paper_gradient_equals_autograd_of_the_surrogate_with_duplicates():
-    K, ns = 7, torch.tensor([3, 50])
+    K, ns = 7, [3, 50]
     z, p = _random_policy(2, 40, 0)
-    counts = _draw_counts(
-        torch.cumsum(p, -1),
-        ns,
-        [torch.Generator().manual_seed(s) for s in (1, 2)],
-        torch.empty(2, 40, dtype=torch.float64),
-    )
-    grad = _paper_grad(p, counts, K, ns, 1.0, -1.0, torch.empty_like(p))
-    for r, n in enumerate(ns.tolist()):
-        ids = torch.repeat_interleave(torch.arange(40), counts[r].long())  # the N draws, duplicates kept
+    draws, counts = _draw(p, ns, [1, 2])
+    assert counts.max() > 1  # duplicates are present
+    grad = _paper_grad(p, _batch(p, draws, K), torch.tensor(ns), 1.0, -1.0, torch.empty_like(p))
+    for r, n in enumerate(ns):
+        ids = torch.repeat_interleave(torch.arange(40), counts[r])  # the N draws, duplicates kept
         rewards = torch.where(ids < K, 1.0, -1.0).double()
         centred = rewards - rewards.mean()
         zr = z[r].clone().requires_grad_(True)
@@ -46,18 +52,23 @@ def test_paper_gradient_equals_autograd_of_the_surrogate_with_duplicates():
 
 
 def test_batch_terms_equal_mass_balance():
-    K, ns = 30, torch.tensor([5, 400])
+    K, ns = 30, [5, 400]
     _, p = _random_policy(2, 300, 4)
-    counts = _draw_counts(
-        torch.cumsum(p, -1),
-        ns,
-        [torch.Generator().manual_seed(s) for s in (5, 6)],
-        torch.empty(2, 300, dtype=torch.float64),
+    draws, counts = _draw(p, ns, [5, 6])
+    pk, pw = p[:, :K], p[:, K:]
+    terms = _batch_terms(
+        _batch(p, draws, K),
+        pk.sum(-1),
+        (pk * pk).sum(-1),
+        (pw * pw).sum(-1),
+        0.7,
+        torch.tensor(ns),
+        1.0,
+        -1.0,
     )
-    terms = _batch_terms(p, counts.clamp(max=1), K, 0.7, ns, 1.0, -1.0, torch.empty_like(p))
     correct = np.arange(300) < K
-    for r, n in enumerate(ns.tolist()):
-        sampled = np.repeat(np.arange(300), counts[r].long().numpy())
+    for r, n in enumerate(ns):
+        sampled = np.repeat(np.arange(300), counts[r].numpy())
         assert sampled.size == n
         mb = mass_balance(p[r].numpy(), correct, sampled, lr=0.7)
         for key in ("s_r", "sampled_correct_term", "sampled_wrong_term", "unsampled_term"):
@@ -78,17 +89,41 @@ def test_theorem_step_is_the_set_semantics_gradient_step():
     torch.testing.assert_close(dz[0], -2.0 * grad)
 
 
-def test_draw_counts_follow_the_distribution():
-    p = torch.tensor([[0.5, 0.25, 0.125, 0.125]], dtype=torch.float64)
-    gen = [torch.Generator().manual_seed(0)]
-    out = torch.empty(1, 4, dtype=torch.float64)
-    total = torch.zeros(4, dtype=torch.float64)
-    for _ in range(200):
-        counts = _draw_counts(torch.cumsum(p, -1), torch.tensor([1000]), gen, out)
-        assert counts.sum() == 1000
-        total += counts[0]
-    freq = total / total.sum()
-    torch.testing.assert_close(freq, p[0], atol=4e-3, rtol=0)  # 200k draws: std ≈ 1e-3
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [5, 60, 2000])
+def test_draws_are_multinomial(n, dtype):
+    # both ways of locating draws: blocks (few draws; V = 300 is not a multiple of the block) and numpy's interp
+    V, R = 300, 8
+    p = torch.softmax(torch.randn(R, V, dtype=torch.float64, generator=torch.Generator().manual_seed(n)), -1)
+    p[0, 17] = 0.0  # a token that must never be drawn
+    p = (p / p.sum(-1, keepdim=True)).to(dtype)
+    sample = _Sampler([n] * R, [np.random.default_rng(s) for s in range(R)], V)
+    assert (sample.groups[0][4] > 0) == (n == 5)
+    reps = 20_000 // n + 10
+    total = np.zeros(R * V)
+    for _ in range(reps):
+        uid, cnt = sample(p)
+        assert np.all(np.diff(uid) > 0) and np.all(cnt > 0)
+        assert np.array_equal(np.bincount(uid // V, weights=cnt, minlength=R), [n] * R)
+        total[uid] += cnt
+    total = total.reshape(R, V)
+    assert total[0, 17] == 0
+    expected = p.double().numpy() * reps * n
+    keep = expected > 0
+    chi2 = (((total - expected) ** 2)[keep] / expected[keep]).sum() / keep.sum()  # ≈ 1 ± 0.03 if multinomial
+    assert 0.85 < chi2 < 1.15
+
+
+def test_a_row_draws_the_same_whatever_shares_the_batch():
+    # equal N in rows that are not adjacent, and both ways of locating draws in one batch
+    V, ns = 300, [5, 2000, 5]
+    _, p = _random_policy(3, V, 9)
+    uid, cnt = _Sampler(ns, [np.random.default_rng(s) for s in range(3)], V)(p)
+    for r, n in enumerate(ns):
+        alone_uid, alone_cnt = _Sampler([n], [np.random.default_rng(r)], V)(p[r : r + 1])
+        mine = uid // V == r
+        np.testing.assert_array_equal(uid[mine] - r * V, alone_uid)
+        np.testing.assert_array_equal(cnt[mine], alone_cnt)
 
 
 def test_initial_logits_match_the_paper_start():

@@ -9,16 +9,19 @@ updates the logits. Two modes:
   R_c / R_w, unsampled tokens 0) and one plain gradient step Δz = (η/N) p (R - S_R). Each step's measured ΔQ_pos
   is recorded beside the first-order prediction of Theorem 1.
 
-Speed: all R = len(rollouts) × len(seeds) runs live in one (R, V) tensor, so each step is a handful of dense
-passes over R·V numbers. The gradient of the surrogate is written in closed form, grad_k = -(p_k/N)(c_k - Σ c p)
-with c_k the summed (centred) reward of token k, so no autograd graph is built. Draws come from sorted uniforms
-(exponential spacings) searched in the cumulative distribution, several times faster than ``torch.multinomial`` at
-N = 51,200 and the same distribution of counts (the update depends on the counts only).
+Speed: all R = len(rollouts) × len(seeds) runs live in one (R, V) tensor, so each step is a few dense passes over
+R·V numbers (softmax, the gradient's dense part, the fused AdamW) plus work proportional to the draws. The gradient
+of the surrogate is written in closed form, grad_k = p_k (S - c_k) / N with c_k the summed (centred) reward of
+token k and S = Σ c p, so no autograd graph is built; it is p_k S / N on the undrawn tokens (one dense pass) and is
+overwritten on the drawn ones. Draws are an inverse CDF of sorted uniforms (exponential spacings, no sort): with many
+draws (N = 51,200) searched in ``torch.cumsum(p)`` by numpy's ``interp``, whose search starts from the previous
+answer; with few draws by block then token, without a full CDF (``_Sampler``). The draws are reduced once to the
+distinct tokens, their counts and per-(run, class) sums, from which both the gradient and Theorem 1's terms follow.
 
-Randomness: run (N, seed) owns a ``torch.Generator`` seeded from (seed, N), so a run's draws do not depend on
-which other runs share the batch.
+Randomness: run (N, seed) owns a ``numpy.random.Generator`` seeded with seed · 1,000,003 + N, and every operation on
+its draws is row-wise, so a run's result does not depend on which other runs share the batch.
 
-    brorl simulate                       # the paper's sweep, ~20 s on 2 idle cores
+    brorl simulate                       # the paper's sweep, ~11 s on 2 idle cores
     brorl simulate --mode theorem --rollouts 4 64 1024 --seeds 0
 """
 
@@ -131,41 +134,153 @@ def _check(rollouts, seeds, steps, vocab_size, num_correct, init, lr, r_correct,
         raise ValueError(f"r_correct ({r_correct}) must be >= r_wrong ({r_wrong})")
 
 
-def _draw_counts(
-    cdf: torch.Tensor, ns: torch.Tensor, gens: list[torch.Generator], out: torch.Tensor
-) -> torch.Tensor:
-    """Counts of N_r i.i.d. draws per run from the rows of ``cdf`` (R, V), written into ``out`` (R, V)."""
-    _R, V = cdf.shape
-    flat = []
-    for n in torch.unique(ns).tolist():
-        rows = (ns == n).nonzero().flatten()
-        # n + 1 exponential spacings, normalised, are n sorted uniforms; sorted queries search ~2x faster
-        u = torch.stack([torch.rand(n + 1, dtype=torch.float64, generator=gens[r]) for r in rows])
-        cs = torch.log1p_(u.neg_()).neg_().cumsum(-1)  # Exp(1) draws, summed  # (S, n + 1)
-        u = (cs[:, :-1] / cs[:, -1:]).to(cdf.dtype)  # (S, n)
-        ids = torch.searchsorted(cdf[rows], u).clamp_(max=V - 1)  # cdf[-1] may round below 1
-        flat.append((ids + rows[:, None] * V).flatten())
-    idx = torch.cat(flat)
-    out.zero_().view(-1).index_add_(0, idx, torch.ones(idx.numel(), dtype=out.dtype))
-    return out
+def _sorted_uniforms(n: int, gens: list[np.random.Generator]) -> torch.Tensor:
+    """(len(gens), n) sorted uniforms on (0, 1), float64, one row per generator: the partial sums of n + 1
+    exponential draws divided by their total (exponential spacings), so no sort is needed."""
+    e = np.empty((len(gens), n + 1))
+    for row, gen in zip(e, gens, strict=True):
+        gen.standard_exponential(out=row)
+    cs = torch.cumsum(torch.from_numpy(e), -1)
+    return cs[:, :-1] / cs[:, -1:]
 
 
-def _batch_terms(p, sampled, K, lr, ns, r_correct, r_wrong, buf) -> dict[str, torch.Tensor]:
+class _Sampler:
+    """N_r i.i.d. draws per row r of a (R, V) policy, returned as the sorted distinct flat ids ``r * V + token`` drawn
+    and their counts, which are multinomial(N_r, p_r / Σ p_r).
+
+    Inverse CDF: row r's N_r sorted float64 uniforms (from ``gens[r]`` alone) each pick the token whose CDF interval
+    holds them. Rows are taken in runs of consecutive rows with equal N, and every operation is row-wise, so a row's
+    draws do not depend on which other rows share the batch. Two ways, chosen by N and V only:
+
+    - Many draws (N · block > V / 4, e.g. N = 51,200): the CDF is ``torch.cumsum(p)`` (float32 running sums
+      accumulated in float64, as before this sampler) and the uniforms are located with numpy's ``interp``: its search
+      starts at the previous answer, so sorted queries cost ~15 ns each against ~40-60 ns for ``torch.searchsorted``'s
+      fresh binary searches (measured at N = 51,200, V = 128,000).
+    - Few draws: no full CDF (a cumsum over V costs ~1 ns per token per row). The row is cut into blocks of ``block``
+      tokens; a uniform picks a block from the block masses (float32 sums: a block's probability carries a relative
+      rounding of ~1e-7), then a token inside it from that block's float64 running sums. A two-stage inverse CDF of
+      the same distribution.
+    """
+
+    def __init__(self, ns: list[int], gens: list[np.random.Generator], vocab_size: int):
+        self.vocab_size = vocab_size
+        self.index = np.arange(vocab_size, dtype=np.float64)
+        self.groups = []  # (first row, last row + 1, N, generators, block or 0 for the interp path)
+        start = 0
+        while start < len(ns):
+            stop = start + 1
+            while stop < len(ns) and ns[stop] == ns[start]:
+                stop += 1
+            n = ns[start]
+            # block ≈ sqrt(V / N) balances the block masses (V / block) against the in-block work (N · block)
+            block = min(512, max(8, 1 << max(0, math.ceil(math.log2(math.sqrt(vocab_size / n))))))
+            self.groups.append(
+                (start, stop, n, gens[start:stop], block if n * block <= vocab_size // 4 else 0)
+            )
+            start = stop
+
+    def __call__(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Return (uid, cnt): sorted distinct flat ids drawn and their counts (int64 numpy arrays)."""
+        V = self.vocab_size
+        uids, cnts = [], []
+        for start, stop, n, gens, block in self.groups:
+            u = _sorted_uniforms(n, gens)  # (S, n)
+            if block:
+                ids = _blocked_inverse_cdf(p[start:stop], u, block).numpy()
+            else:
+                cdf, un = torch.cumsum(p[start:stop], -1).numpy(), u.numpy()  # (S, V), (S, n)
+                ids = np.empty(un.shape, dtype=np.int64)
+                for i in range(len(un)):
+                    self._search(ids[i], un[i], cdf[i])
+            ids += (np.arange(start, stop) * V)[:, None]
+            flat = ids.reshape(-1)  # sorted: rows in order, each row sorted
+            first = np.empty(flat.size, dtype=bool)
+            first[0] = True
+            np.not_equal(flat[1:], flat[:-1], out=first[1:])
+            at = np.flatnonzero(first)
+            uids.append(flat[at])
+            cnts.append(np.diff(at, append=flat.size))
+        return (np.concatenate(uids), np.concatenate(cnts)) if len(uids) > 1 else (uids[0], cnts[0])
+
+    def _search(self, out: np.ndarray, u: np.ndarray, cdf: np.ndarray) -> None:
+        """out = #{k : cdf_k <= u · cdf_{V-1}} for sorted u: interp gives j + a fraction for cdf_j <= x < cdf_{j+1}
+        and -1 below cdf_0. Scaling u by the total (which rounds near, not at, 1) draws from p / Σp exactly."""
+        out[:] = np.interp(u * cdf[-1], cdf, self.index, left=-1.0)  # truncated to int64
+        out += 1
+        np.minimum(out, self.vocab_size - 1, out=out)  # x = cdf_{V-1} after rounding: the last token
+
+
+def _blocked_inverse_cdf(p: torch.Tensor, u: torch.Tensor, block: int) -> torch.Tensor:
+    """Token ids (S, n) for sorted uniforms ``u`` (S, n) in the rows of ``p`` (S, V), by block then token."""
+    S, V = p.shape
+    n = u.shape[1]
+    full = V - V % block
+    mass = p[:, :full].reshape(S, -1, block).sum(-1)  # (S, V // block)
+    if full < V:
+        mass = torch.cat([mass, p[:, full:].sum(-1, keepdim=True)], 1)
+    mass = mass.double()
+    ends = mass.cumsum(-1)  # (S, nb)
+    starts = torch.cat([torch.zeros(S, 1, dtype=mass.dtype), ends], 1)  # (S, nb + 1)
+    t = u * ends[:, -1:]  # (S, n)
+    b = torch.searchsorted(ends, t, right=True).clamp_(max=mass.shape[1] - 1)  # starts[b] <= t < ends[b]
+    v = (t - starts.gather(1, b)) / mass.gather(1, b)  # position inside the block, in [0, 1)
+    tok = b[..., None] * block + torch.arange(block)  # (S, n, block)
+    vals = p.gather(1, tok.clamp(max=V - 1).view(S, -1)).view(S, n, block).double()
+    if full < V:
+        vals.masked_fill_(tok >= V, 0.0)  # the short last block
+    w = vals.cumsum_(-1)  # running sums inside the block
+    j = (w <= v[..., None] * w[..., -1:]).sum(-1).clamp_(max=block - 1)
+    return (b * block + j).clamp_(max=V - 1)
+
+
+@dataclass
+class _Batch:
+    """One step's draws of every run, reduced once for the gradient and the Theorem 1 diagnostics.
+
+    ``uid``: the distinct drawn flat ids r * V + token, sorted; ``cnt``: their multiplicities and ``p`` their
+    probabilities (float64 numpy arrays). Segment 2r + c holds run r's distinct tokens of class c (0: in P, 1: not),
+    ``seg_len`` their number. ``sums[q, r, c]`` (torch float64) adds over segment 2r + c: q = 0: p, 1: p²,
+    2: count·p, 3: count.
+    """
+
+    uid: np.ndarray
+    cnt: np.ndarray
+    p: np.ndarray
+    seg_len: np.ndarray
+    sums: torch.Tensor
+
+
+def _batch(p: torch.Tensor, draws: tuple[np.ndarray, np.ndarray], K: int) -> _Batch:
+    """Reduce the draws (sorted distinct flat ids and counts, as ``_Sampler`` returns them) against ``p`` (R, V)."""
+    R, V = p.shape
+    uid, cnt_i = draws
+    U = len(uid)
+    cols = np.empty((4, U + 1))  # the four quantities to add; the trailing 0 closes an empty last segment
+    cols[:, U] = 0.0
+    pv, cnt = cols[0, :U], cols[3, :U]
+    pv[:] = p.detach().reshape(-1).numpy()[uid]
+    cnt[:] = cnt_i
+    np.multiply(pv, pv, out=cols[1, :U])
+    np.multiply(cnt, pv, out=cols[2, :U])
+    starts = np.searchsorted(uid, (np.arange(R)[:, None] * V + np.array([0, K])).ravel())  # (2R,)
+    seg_len = np.diff(starts, append=U)
+    # sequential float64 sums over each segment: a run's sums depend on its own draws only
+    sums = np.add.reduceat(cols, starts, axis=1)
+    sums[:, seg_len == 0] = 0.0  # reduceat returns the element at an empty segment's start
+    return _Batch(uid=uid, cnt=cnt, p=pv, seg_len=seg_len, sums=torch.from_numpy(sums).view(4, R, 2))
+
+
+def _batch_terms(batch, q_pos, sq_pos, sq_neg, lr, ns, r_correct, r_wrong) -> dict[str, torch.Tensor]:
     """Theorem 1 for each run's batch (set semantics). Returns (R,) float64 tensors.
 
-    ``sampled`` is the (R, V) 0/1 mask of drawn tokens in p's dtype. Unsampled second moments are differences of
-    sums, accurate to ~1e-7 of Σp² in float32: plenty for a diagnostic (``brorl.theory.mass_balance`` is the
-    exact float64 reference).
+    ``q_pos`` = Σ_P p, ``sq_pos`` = Σ_P p², ``sq_neg`` = Σ_{V∖P} p² over the whole vocabulary, (R,) float64.
+    Sampled sums are float64 sums over the distinct drawn tokens; the unsampled second moments are differences of
+    sums (``brorl.theory.mass_balance`` is the exact float64 reference).
     """
-    ps = torch.mul(p, sampled, out=buf)  # p on sampled tokens, 0 elsewhere  # (R, V)
-    pk, psk = p[:, :K], ps[:, :K]
-    pw, psw, sw = p[:, K:], ps[:, K:], sampled[:, K:]
-    q_pos = pk.sum(-1).double()
+    s = batch.sums
+    p_pos, p_neg, a2, b2 = s[0, :, 0], s[0, :, 1], s[1, :, 0], s[1, :, 1]
     q_neg = 1.0 - q_pos
-    p_pos, p_neg = psk.sum(-1).double(), torch.linalg.vecdot(pw, sw).double()
-    a2, b2 = torch.linalg.vecdot(psk, pk).double(), torch.linalg.vecdot(psw, pw).double()
-    u_pos2 = torch.linalg.vecdot(pk, pk).double() - a2
-    u_neg2 = torch.linalg.vecdot(pw, pw).double() - b2
+    u_pos2, u_neg2 = sq_pos - a2, sq_neg - b2
     s_r = r_correct * p_pos + r_wrong * p_neg
     scale = lr / ns.double()
     return {
@@ -176,20 +291,25 @@ def _batch_terms(p, sampled, K, lr, ns, r_correct, r_wrong, buf) -> dict[str, to
     }
 
 
-def _paper_grad(p, counts, K, ns, r_correct, r_wrong, out) -> torch.Tensor:
+def _paper_grad(p, batch, ns, r_correct, r_wrong, out) -> torch.Tensor:
     """Closed-form gradient of L = -(1/N) Σ_j r̃_j p_{y_j} with batch-mean-centred rewards, into ``out`` (R, V).
 
-    d p_y / d z_k = p_y (δ_yk - p_k) gives grad_k = -(p_k / N)(c_k - Σ_i c_i p_i), where c_k is the summed
-    centred reward of the draws of token k (count × centred reward).
+    d p_y / d z_k = p_y (δ_yk - p_k) gives grad_k = -(p_k / N)(c_k - Σ_i c_i p_i) = p_k (S - c_k) / N, where c_k is
+    the summed centred reward of the draws of token k (count × centred reward) and S = Σ_i c_i p_i (float64).
+    Undrawn tokens (c_k = 0) get p_k S / N in one dense pass; the drawn ones are then overwritten, computed in
+    float64 and rounded once.
     """
-    n = ns.to(p.dtype)[:, None]  # (R, 1)
-    c_correct = counts[:, :K].sum(-1, keepdim=True)
-    mean_r = (r_correct * c_correct + r_wrong * (n - c_correct)) / n  # (R, 1)
-    g = torch.mul(counts, p, out=out)  # count_k p_k  # (R, V)
-    g[:, :K] *= r_correct - mean_r
-    g[:, K:] *= r_wrong - mean_r  # now c_k p_k
-    s = g.sum(-1, keepdim=True)  # Σ c p  # (R, 1)
-    return g.mul_(-1.0 / n).addcmul_(p, s / n)
+    n = ns.double()
+    n_correct = batch.sums[3, :, 0]
+    mean_r = (r_correct * n_correct + r_wrong * (n - n_correct)) / n  # (R,)
+    centred = torch.stack([r_correct - mean_r, r_wrong - mean_r], -1)  # per (run, class)  # (R, 2)
+    s_over_n = (batch.sums[2] * centred).sum(-1) / n  # S / N  # (R,)
+    torch.mul(p, s_over_n.to(p.dtype)[:, None], out=out)
+    per_seg = torch.stack([s_over_n[:, None].expand(-1, 2), centred / n[:, None]]).view(2, -1).numpy()
+    a, b = (np.repeat(x, batch.seg_len) for x in per_seg)  # S / N and centred reward / N of each drawn token
+    flat = out.view(-1).numpy()
+    flat[batch.uid] = (batch.p * (a - batch.cnt * b)).astype(flat.dtype)  # cast first: a faster scatter
+    return out
 
 
 def _theorem_step(p, sampled, K, lr, ns, r_correct, r_wrong) -> torch.Tensor:
@@ -233,7 +353,7 @@ def simulate(
     runs = [(int(n), int(s)) for n in rollouts for s in seeds]
     R, K = len(runs), num_correct
     ns = torch.tensor([n for n, _ in runs])
-    gens = [torch.Generator().manual_seed(int(s) * 1_000_003 + n) for n, s in runs]
+    gens = [np.random.default_rng(int(s) * 1_000_003 + n) for n, s in runs]
     z0 = initial_logits(
         vocab_size, K, init, correct_logit=correct_logit, anchor_logit=anchor_logit, dtype=dtype
     )
@@ -241,33 +361,40 @@ def simulate(
     opt = _adamw(z, lr, betas, eps, weight_decay) if mode == "paper" else None
     names = STATE_METRICS + STEP_METRICS + (THEOREM_METRICS if mode == "theorem" else ())
     out = {k: torch.full((R, steps + 1), float("nan"), dtype=torch.float64) for k in names}
-    buf = torch.empty(R, vocab_size, dtype=dtype)
     grad = torch.empty(R, vocab_size, dtype=dtype)
-    counts = torch.empty(R, vocab_size, dtype=dtype)
+    sample = _Sampler(ns.tolist(), gens, vocab_size)
     start = time.perf_counter()
     with torch.no_grad():
         p = torch.softmax(z, -1)
         p0_pos = p[:, :K].clone()  # (R, K)
         for t in range(steps + 1):
-            q_pos = p[:, :K].sum(-1, dtype=torch.float64)
+            pk = p[:, :K]
+            q_pos = pk.sum(-1, dtype=torch.float64)
+            drop = p0_pos - pk  # < 0 exactly where pk > p0_pos  # (R, K)
             out["q_pos"][:, t] = q_pos
-            out["improved_frac"][:, t] = (p[:, :K] > p0_pos).sum(-1).double() / K
-            out["worst_drop"][:, t] = (p0_pos - p[:, :K]).amax(-1).clamp(min=0).double()
+            out["improved_frac"][:, t] = (drop < 0).sum(-1).double() / K
+            out["worst_drop"][:, t] = drop.amax(-1).clamp(min=0).double()
             if t == steps:
                 break
-            _draw_counts(torch.cumsum(p, -1), ns, gens, counts)
-            sampled = counts.clamp(max=1)  # 0/1 mask of drawn tokens  # (R, V)
-            for k, v in _batch_terms(p, sampled, K, lr, ns, r_correct, r_wrong, buf).items():
+            batch = _batch(p, sample(p), K)
+            sq_pos = torch.linalg.vector_norm(pk, dim=-1, dtype=torch.float64).square()
+            # Σ p² over the ~10⁵ wrong tokens, accumulated in p's dtype: ~1e-7 relative in float32, ample for a
+            # diagnostic (a float64 accumulation of the float32 values costs a slow extra pass)
+            sq_neg = torch.linalg.vector_norm(p[:, K:], dim=-1).double().square()
+            terms = _batch_terms(batch, q_pos, sq_pos, sq_neg, lr, ns, r_correct, r_wrong)
+            for k, v in terms.items():
                 out[k][:, t + 1] = v
             if mode == "paper":
-                z.grad = _paper_grad(p, counts, K, ns, r_correct, r_wrong, grad)
+                z.grad = _paper_grad(p, batch, ns, r_correct, r_wrong, grad)
                 opt.step()
                 p = torch.softmax(z, -1)
             else:
+                # 0/1 mask of drawn tokens, in the gradient buffer (unused in this mode)  # (R, V)
+                sampled = grad.zero_()
+                sampled.view(-1)[torch.from_numpy(batch.uid)] = 1.0
                 z += _theorem_step(p, sampled, K, lr, ns, r_correct, r_wrong)
                 p = torch.softmax(z, -1)
-                terms = [out[k][:, t + 1] for k in STEP_METRICS[1:]]
-                out["predicted_delta"][:, t + 1] = sum(terms)
+                out["predicted_delta"][:, t + 1] = sum(terms[k] for k in STEP_METRICS[1:])
                 out["measured_delta"][:, t + 1] = p[:, :K].sum(-1, dtype=torch.float64) - q_pos
             if progress is not None:
                 progress(t + 1)
