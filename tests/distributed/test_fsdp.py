@@ -14,15 +14,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from digit_task import digit_config
+from ranks import free_port, join_as_rank
 from safetensors.torch import load_file
-from test_two_ranks import _metrics, _torchrun, _weights, free_port
+from test_two_ranks import _argv as two_ranks_argv
+from test_two_ranks import _metrics, _torchrun, _weights
 
 from brorl.cli import main
 from brorl.config import ConfigError
@@ -32,36 +33,15 @@ from brorl.trainer.loop import CollectStats
 
 
 def _argv(digit: Path, out: Path, *extra: str) -> list[str]:
-    flags = {
-        "--model": digit / "model",
-        "--tasks": digit / "tasks.jsonl",
-        "--answer-format": "raw",
-        "--template": "plain",
-        "--rollouts": 16,
-        "--prompts-per-step": 6,  # 2 mini-batches of 3 groups: ranks train on 2 and 1
-        "--mini-batches": 2,
-        "--micro-batch-tokens": 5,  # 4 micro-batches per group
-        "--old-logprobs": "recompute",  # one more gathered phase
-        "--max-new-tokens": 1,
-        "--eval-every": 0,
-        "--threads": 1,
-        "--lr": 1e-2,
-        "--adam-eps": 1e-5,  # see test_two_ranks.py: Adam's eps region amplifies summation-order noise
-        "--base-prompts": 4,
-        "--base-rollouts": 16,
-        "--kl-coef": 1e-3,
-        "--ref-reset-every": 3,
-        "--checkpoint-every": 1,
-        "--keep-checkpoints": 0,
-        "--out": out,
-    }
-    return [
-        "train",
-        "--no-progress",
-        "--no-tensorboard",
-        *(str(x) for kv in flags.items() for x in kv),
+    """test_two_ranks' run, with work that differs between ranks (flags given later override earlier ones)."""
+    return two_ranks_argv(
+        digit,
+        out,
+        *("--prompts-per-step", "6"),  # 2 mini-batches of 3 groups: ranks train on 2 and 1
+        *("--micro-batch-tokens", "5"),  # 4 micro-batches per group
+        *("--old-logprobs", "recompute"),  # one more gathered phase
         *extra,
-    ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,17 +146,7 @@ def _short_batch_update(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 def _worker(rank: int, world: int, port: int, digit: str, out: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    from brorl.distributed import init_distributed
-
-    torch.set_num_threads(1)
-    dist = init_distributed("cpu")
+    dist = join_as_rank(rank, world, port)
     trainer = _with_eval_set(Trainer(_config(Path(digit), Path(out), sharding="fsdp"), dist=dist))
     metrics = trainer.evaluate()
     try:  # a forward outside a gathered phase would all-gather on one rank only: refused, before any collective

@@ -8,13 +8,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 from digit_task import digit_config
+from ranks import free_port, join_as_rank
 
 from brorl.trainer import Trainer
 from brorl.trainer.loop import CollectStats
@@ -51,17 +50,7 @@ def _short_batch_update(trainer: Trainer, *, shared: bool) -> dict[str, torch.Te
 
 
 def _worker(rank: int, world: int, port: int, digit: str, out: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    from brorl.distributed import init_distributed
-
-    torch.set_num_threads(1)
-    dist = init_distributed("cpu")
+    dist = join_as_rank(rank, world, port)
     trainer = _with_eval_set(Trainer(_config(Path(digit), Path(out)), dist=dist))
     metrics = trainer.evaluate()
     params = _short_batch_update(trainer, shared=True)
@@ -72,16 +61,10 @@ def _worker(rank: int, world: int, port: int, digit: str, out: str) -> None:
     dist.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sharded_evaluation_and_a_short_batch_match_one_process(digit, tmp_path):
     out = tmp_path / "two"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(digit), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(digit), str(out)), nprocs=2, join=True)
     single = _with_eval_set(Trainer(_config(digit, tmp_path / "one")))
     expected = single.evaluate()
     params = _short_batch_update(single, shared=False)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ranks import free_port
 from safetensors.torch import load_file
 
 from brorl.cli import main
@@ -52,12 +52,6 @@ def _argv(digit: Path, out: Path, *extra: str) -> list[str]:
         *(str(x) for kv in flags.items() for x in kv),
         *extra,
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _torchrun(argv: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
