@@ -48,6 +48,8 @@ def test_old_logprobs_reuse_follows_truncation():
         (dict(dual_clip=0.5), "dual-clip"),
         (dict(kl_coef=-1.0), "kl-coef"),
         (dict(eps_low=1.5), "eps-low"),
+        (dict(adam_eps=0.0), "adam-eps"),
+        (dict(adam_beta2=1.0), "adam-beta2"),
     ],
 )
 def test_invalid_settings_say_what_to_change(kwargs, fragment):

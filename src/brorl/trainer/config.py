@@ -184,6 +184,11 @@ class TrainConfig:
             raise ConfigError(f"--dual-clip must be > 1 (or none), got {self.dual_clip}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if not (self.adam_eps > 0 and math.isfinite(self.adam_eps)):
+            raise ConfigError(f"--adam-eps must be positive (PyTorch's default is 1e-8), got {self.adam_eps}")
         if self.temperature <= 0:
             raise ConfigError(
                 "--temperature must be > 0 for training rollouts (greedy rollouts have no exploration)"
